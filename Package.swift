@@ -1,0 +1,47 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+/// Settings every target of ours shares: Swift 6 mode plus the features that make the compiler
+/// enforce import hygiene (see STYLE.md §1.3).
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "nodeagent",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "nodeagent", targets: ["NodeAgent"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl",
+                       providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CYaml", path: "Sources/CYaml", pkgConfig: "yaml-0.1",
+                       providers: [.apt(["libyaml-dev"])]),
+        .target(name: "YAML", dependencies: ["CYaml"], swiftSettings: strict),
+        .target(name: "KubeClient", dependencies: ["CCurl", "YAML"], swiftSettings: strict),
+        .target(name: "Reconcilers", dependencies: [
+            "YAML", "KubeClient",
+            .product(name: "Subprocess", package: "swift-subprocess"),
+        ], swiftSettings: strict),
+        .executableTarget(name: "NodeAgent", dependencies: [
+            "YAML", "KubeClient", "Reconcilers",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: strict),
+        // Fixture paths and temp directories for the test targets.
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .testTarget(name: "YAMLTests", dependencies: ["YAML"], swiftSettings: strict),
+        .testTarget(name: "ReconcilersTests", dependencies: ["Reconcilers", "YAML", "TestSupport"],
+                    swiftSettings: strict),
+        // Depends on the executable so `swift test` always builds the `nodeagent` binary it runs.
+        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "Reconcilers", "YAML", "TestSupport"],
+                    swiftSettings: strict),
+    ]
+)

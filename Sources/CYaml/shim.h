@@ -1,0 +1,4 @@
+#ifndef NODEAGENT_CYAML_SHIM_H
+#define NODEAGENT_CYAML_SHIM_H
+#include <yaml.h>
+#endif
