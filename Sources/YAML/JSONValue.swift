@@ -1,0 +1,105 @@
+/// A free-form value (Helm chart values, machine output), kept in document order.
+public indirect enum JSONValue: Sendable, Equatable {
+    case null
+    case bool(Bool)
+    case int(Int)
+    case double(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([Member])
+
+    public struct Member: Sendable, Equatable {
+        public var key: String
+        public var value: JSONValue
+
+        public init(_ key: String, _ value: JSONValue) {
+            self.key = key
+            self.value = value
+        }
+    }
+
+    /// Builds an object from key/value pairs, in order.
+    public static func object(_ pairs: KeyValuePairs<String, JSONValue>) -> JSONValue {
+        .object(pairs.map { Member($0.key, $0.value) })
+    }
+
+    public subscript(key: String) -> JSONValue? {
+        guard case .object(let members) = self else { return nil }
+        return members.first { $0.key == key }?.value
+    }
+
+    /// Compact JSON text (RFC 8259).
+    public var jsonText: String {
+        var out = ""
+        write(into: &out)
+        return out
+    }
+
+    private func write(into out: inout String) {
+        switch self {
+        case .null: out += "null"
+        case .bool(let b): out += b ? "true" : "false"
+        case .int(let i): out += String(i)
+        case .double(let d): out += d.isFinite ? String(d) : "null"
+        case .string(let s): JSONValue.quote(s, into: &out)
+        case .array(let items):
+            out += "["
+            for (i, item) in items.enumerated() {
+                if i > 0 { out += "," }
+                item.write(into: &out)
+            }
+            out += "]"
+        case .object(let members):
+            out += "{"
+            for (i, m) in members.enumerated() {
+                if i > 0 { out += "," }
+                JSONValue.quote(m.key, into: &out)
+                out += ":"
+                m.value.write(into: &out)
+            }
+            out += "}"
+        }
+    }
+
+    static func quote(_ s: String, into out: inout String) {
+        out += "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where u.value < 0x20:
+                let hex = String(u.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        out += "\""
+    }
+}
+
+extension JSONValue: YAMLDecodable {
+    /// Any YAML tree, scalars resolved by the core schema. Mapping keys become strings.
+    public init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
+        self = JSONValue(node)
+    }
+
+    public init(_ node: YAMLNode) {
+        switch node.content {
+        case .scalar(let s):
+            switch ResolvedScalar(s) {
+            case .null: self = .null
+            case .bool(let b): self = .bool(b)
+            case .int(let i): self = .int(i)
+            case .float(let d): self = .double(d)
+            case .string(let t): self = .string(t)
+            }
+        case .sequence(let items):
+            self = .array(items.map(JSONValue.init))
+        case .mapping(let pairs):
+            self = .object(pairs.map { Member($0.key.scalar?.text ?? "", JSONValue($0.value)) })
+        }
+    }
+}
