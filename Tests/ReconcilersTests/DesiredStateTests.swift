@@ -1,0 +1,135 @@
+import Testing
+import TestSupport
+import Reconcilers
+import YAML
+
+@Suite("Desired state: the corpus")
+struct DesiredStateCorpusTests {
+    @Test func corpusIsLargeEnough() {
+        #expect(Fixtures.invalid.count >= 30)
+        #expect(Fixtures.valid.count >= 5)
+    }
+
+    @Test(arguments: Fixtures.invalid)
+    func invalidFileIsRefusedAtTheExactSpot(_ e: Fixtures.Expectation) throws {
+        let path = Fixtures.desiredState + "/invalid/" + e.file
+        do {
+            let platform = try DesiredStateLoader.load(path: path)
+            Issue.record("\(e.file) was accepted: \(platform.name)")
+        } catch {
+            let first = try #require(error.diagnostics.first)
+            #expect(first.file == path)
+            #expect(first.mark == Mark(line: e.line, column: e.column), "\(e.file): \(first)")
+            #expect(first.code.rawValue == e.code, "\(e.file): \(first)")
+            #expect(first.path.description == e.path, "\(e.file): \(first)")
+            #expect(first.message.contains(e.message), "\(e.file): \(first)")
+        }
+    }
+
+    @Test(arguments: Fixtures.valid)
+    func validFileLoads(_ path: String) throws {
+        _ = try DesiredStateLoader.load(path: path)
+    }
+
+    @Test func everyErrorOfAFileIsReportedInFileOrder() {
+        let text = """
+            apiVersion: nodeagent/v1
+            kind: Platform
+            metadata: {name: vps-1}
+            spec:
+              wireguard:
+                address: 10.8.0.1/33
+                listenPort: 0
+              k3s:
+                version: v1.31
+                sha256: xyz
+              bogus: 1
+            """
+        do {
+            _ = try DesiredStateLoader.load(Array(text.utf8), file: "p.yaml")
+            Issue.record("accepted")
+        } catch {
+            #expect(error.diagnostics.map { "\($0.mark) \($0.path)" } == [
+                "6:14 spec.wireguard.address", "9:14 spec.k3s.version", "11:3 spec.bogus",
+            ])
+        }
+    }
+}
+
+@Suite("Desired state: the model")
+struct DesiredStateModelTests {
+    @Test func exampleDecodesWithDefaults() throws {
+        let p = try DesiredStateLoader.load(path: Fixtures.example)
+        #expect(p.name.value == "vps-1")
+        #expect(p.declaredSections == ["os", "firewall", "wireguard", "k3s", "helmReleases", "argocd", "alerting", "backups", "status"])
+        let wg = try #require(p.spec.wireguard)
+        #expect(wg.peers.map(\.name.value) == ["laptop", "phone"])
+        #expect(wg.peers[1].persistentKeepalive == 25)
+        #expect(wg.listenPort.value == 51820)
+        #expect(wg.address.description == "10.8.0.1/24")
+        #expect(p.spec.firewall?.vpnOnly.tcp.map(\.value) == [6443, 9430, 5432])
+        let k3s = try #require(p.spec.k3s)
+        #expect(k3s.version.description == "v1.31.4+k3s1")
+        #expect(k3s.clusterCIDR.description == "10.42.0.0/16")
+        #expect(k3s.readyTimeout == TimeSpan(milliseconds: 300_000))
+        let releases = try #require(p.spec.helmReleases)
+        #expect(releases.map(\.name.value) == ["argocd", "monitoring", "postgresql"])
+        #expect(releases[2].values.jsonText == #"{"primary":{"persistence":{"size":"20Gi"}}}"#)
+        #expect(releases[2].valuesSecrets.first?.file.value == "/etc/nodeagent/secrets/postgres-password")
+        #expect(p.spec.alerting?.email?.to.map(\.value) == ["ops@example.com"])
+        let pg = try #require(p.spec.backups?.postgres)
+        #expect(pg.schedule.hours == [3] && pg.schedule.minutes == [0])
+        #expect(pg.restoreDrill?.schedule.daysOfWeek == [0])
+        #expect(p.spec.os?.sysctl.map(\.key) == ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"])
+    }
+
+    @Test func omittedFirewallListsTakeTheDocumentedDefaults() throws {
+        let text = "apiVersion: nodeagent/v1\nkind: Platform\nmetadata: {name: a}\nspec:\n  firewall: {publicInterface: eth0}\n"
+        let p = try DesiredStateLoader.load(Array(text.utf8), file: "d.yaml")
+        #expect(p.spec.firewall?.public.tcp.map(\.value) == [22, 80, 443])
+        #expect(p.spec.firewall?.public.udp.map(\.value) == [51820])
+        #expect(p.spec.firewall?.vpnOnly.tcp == [])
+    }
+
+    @Test(arguments: [
+        ("10.8.0.0/24", "10.8.0.128/25", true),
+        ("10.8.0.0/25", "10.8.0.128/25", false),
+        ("fd00::/64", "fd00::1/128", true),
+        ("fd00::/64", "10.8.0.0/24", false),
+        ("0.0.0.0/0", "192.0.2.1/32", true),
+    ])
+    func networksOverlap(a: String, b: String, overlap: Bool) throws {
+        #expect(try IPNetwork(parsing: a).overlaps(try IPNetwork(parsing: b)) == overlap)
+    }
+
+    @Test func k3sVersionsOrder() throws {
+        let versions = try ["v1.31.4+k3s1", "v1.31.4+k3s2", "v1.32.0-rc1+k3s1", "v1.32.0+k3s1", "v1.30.10+k3s1"].map(K3sVersion.init(parsing:))
+        #expect(versions.sorted().map(\.description) == ["v1.30.10+k3s1", "v1.31.4+k3s1", "v1.31.4+k3s2", "v1.32.0-rc1+k3s1", "v1.32.0+k3s1"])
+    }
+
+    @Test(arguments: [("90s", 90_000), ("5m", 300_000), ("1h30m", 5_400_000), ("250ms", 250), ("1d", 86_400_000)] as [(String, Int64)])
+    func durationsParse(text: String, ms: Int64) throws {
+        #expect(try TimeSpan(parsing: text).milliseconds == ms)
+    }
+
+    @Test(arguments: ["5", "m", "5 m", "-5s", "1.5h", ""])
+    func badDurationsAreRefused(text: String) {
+        #expect(throws: InvalidValue.self) { try TimeSpan(parsing: text) }
+    }
+
+    @Test func cronFieldsExpand() throws {
+        let c = try CronSchedule(parsing: "*/15 1-5/2 * jan,JUL mon-fri")
+        #expect(c.minutes == [0, 15, 30, 45])
+        #expect(c.hours == [1, 3, 5])
+        #expect(c.months == [1, 7])
+        #expect(c.daysOfWeek == [1, 2, 3, 4, 5])
+        #expect(c.anyDayOfMonth && !c.anyDayOfWeek)
+        #expect(try CronSchedule(parsing: "0 0 * * 7").daysOfWeek == [0])
+        #expect(try CronSchedule(parsing: "0 0 29 2 *").daysOfMonth == [29])
+    }
+
+    @Test(arguments: ["* * * *", "60 * * * *", "* 24 * * *", "* * 0 * *", "* * * 13 *", "* * * * 8", "5-1 * * * *", "*/0 * * * *", "0 0 30 2 *"])
+    func badCronIsRefused(text: String) {
+        #expect(throws: InvalidValue.self) { try CronSchedule(parsing: text) }
+    }
+}
