@@ -1,0 +1,173 @@
+/// A reconciler with its types erased, so the engine can hold several kinds in one list.
+public struct AnyReconciler: Sendable {
+    public let name: ReconcilerName
+    public let dependencies: [ReconcilerName]
+    public let owns: [OwnedResource]
+    let isDeclared: @Sendable (Platform) -> Bool
+    let plan: @Sendable (Platform) async throws -> [Change]
+    let converge: @Sendable (Platform, [Change]) async throws -> Condition
+
+    public init<R: Reconciler>(_ reconciler: R) {
+        name = R.name
+        dependencies = R.dependencies
+        owns = reconciler.owns
+        isDeclared = { reconciler.desired(from: $0) != nil }
+        plan = { platform in
+            guard let desired = reconciler.desired(from: platform) else { return [] }
+            return try reconciler.plan(desired, try await reconciler.observe(desired))
+        }
+        converge = { platform, changes in
+            guard let desired = reconciler.desired(from: platform) else { return .ready() }
+            if !changes.isEmpty { try await reconciler.apply(changes, desired: desired) }
+            return try await reconciler.verify(desired)
+        }
+    }
+}
+
+/// Runs reconcilers in dependency order: one plan or apply pass over a desired state.
+public struct Engine: Sendable {
+    public struct SetupError: Error, Sendable, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// What a pass found for one reconciler.
+    public enum Outcome: Sendable, Equatable {
+        /// Its section is absent from the desired state: nodeagent leaves that concern alone.
+        case notDeclared
+        /// Its section is declared, but this build has no reconciler for it yet.
+        case notHandled(section: String)
+        /// A reconciler it depends on failed in this pass.
+        case blocked(by: ReconcilerName)
+        /// The plan: empty when converged.
+        case planned([Change])
+        /// After apply and verify.
+        case applied([Change], Condition)
+        case failed(Condition)
+    }
+
+    public struct Entry: Sendable, Equatable {
+        public var name: ReconcilerName
+        public var outcome: Outcome
+        public var seconds: Double
+    }
+
+    /// In dependency order.
+    public let reconcilers: [AnyReconciler]
+
+    /// - Throws: `SetupError` when two reconcilers share a name or an owned resource, or the
+    ///   dependencies form a cycle.
+    public init(_ reconcilers: [AnyReconciler]) throws(SetupError) {
+        var owners: [OwnedResource: ReconcilerName] = [:]
+        var names = Set<ReconcilerName>()
+        for r in reconcilers {
+            guard names.insert(r.name).inserted else { throw SetupError(description: "two reconcilers are named \(r.name)") }
+            for resource in r.owns {
+                if let other = owners[resource] {
+                    throw SetupError(description: "\(resource) is owned by both \(other) and \(r.name)")
+                }
+                owners[resource] = r.name
+            }
+        }
+        // Stable topological sort: registration order, except that dependencies come first.
+        var sorted: [AnyReconciler] = []
+        var placed = Set<ReconcilerName>()
+        var remaining = reconcilers
+        while !remaining.isEmpty {
+            guard let i = remaining.firstIndex(where: { r in r.dependencies.allSatisfy { placed.contains($0) || !names.contains($0) } }) else {
+                throw SetupError(description: "reconciler dependencies form a cycle: \(remaining.map(\.name.rawValue).joined(separator: ", "))")
+            }
+            placed.insert(remaining[i].name)
+            sorted.append(remaining.remove(at: i))
+        }
+        self.reconcilers = sorted
+    }
+
+    /// Plans every selected reconciler. Has no side effects.
+    /// - Parameters:
+    ///   - only: the reconcilers to include; nil for all.
+    public func plan(_ platform: Platform, only: Set<ReconcilerName>? = nil) async -> [Entry] {
+        await pass(platform, only: only, apply: false, progress: { _ in })
+    }
+
+    /// Plans, applies and verifies every selected reconciler, in dependency order. A failed
+    /// reconciler blocks its dependents only.
+    /// - Parameters:
+    ///   - progress: called after each reconciler finishes, for progress output.
+    public func apply(_ platform: Platform, only: Set<ReconcilerName>? = nil,
+                      progress: @Sendable (Entry) -> Void = { _ in }) async -> [Entry] {
+        await pass(platform, only: only, apply: true, progress: progress)
+    }
+
+    private func pass(_ platform: Platform, only: Set<ReconcilerName>?, apply: Bool,
+                      progress: @Sendable (Entry) -> Void) async -> [Entry] {
+        var entries: [Entry] = []
+        var failed = Set<ReconcilerName>()
+        let registered = Set(reconcilers.map(\.name))
+        let declared = platform.declaredSections
+        // Registered reconcilers run in dependency order; known ones this build lacks are
+        // listed after them, so a plan says what it does not handle instead of pretending.
+        let order = reconcilers.map { ($0.name, Optional($0)) }
+            + ReconcilerName.all.filter { !registered.contains($0.name) }.map { ($0.name, AnyReconciler?.none) }
+        for (name, reconciler) in order {
+            if let only, !only.contains(name) { continue }
+            let clock = ContinuousClock()
+            let start = clock.now
+            let outcome: Outcome
+            if let reconciler {
+                if !reconciler.isDeclared(platform) {
+                    outcome = .notDeclared
+                } else if let blocker = reconciler.dependencies.first(where: failed.contains) {
+                    outcome = .blocked(by: blocker)
+                } else {
+                    outcome = await run(reconciler, platform, apply: apply)
+                }
+            } else {
+                let section = ReconcilerName.all.first { $0.name == name }!.section
+                guard declared.contains(section) else { continue }
+                outcome = .notHandled(section: section)
+            }
+            switch outcome {
+            case .failed, .blocked: failed.insert(name)
+            case .applied(_, let condition) where condition.status != .ready: failed.insert(name)
+            default: break
+            }
+            let elapsed = clock.now - start
+            let entry = Entry(name: name, outcome: outcome,
+                              seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            progress(entry)
+            entries.append(entry)
+        }
+        return entries
+    }
+
+    private func run(_ reconciler: AnyReconciler, _ platform: Platform, apply: Bool) async -> Outcome {
+        do {
+            let changes = try await reconciler.plan(platform)
+            guard apply else { return .planned(changes) }
+            let condition = try await reconciler.converge(platform, changes)
+            return .applied(changes, condition)
+        } catch let error as ReconcileError {
+            let status: Condition.Status = error.kind == .waiting ? .progressing : .failed
+            return .failed(Condition(status, reason: error.reason, message: error.message))
+        } catch {
+            return .failed(Condition(.failed, reason: "Error", message: "\(error)"))
+        }
+    }
+}
+
+extension Platform {
+    /// The `spec` sections this desired state declares, by their key in `platform.yaml`.
+    public var declaredSections: Set<String> {
+        var out = Set<String>()
+        if spec.os != nil { out.insert("os") }
+        if spec.firewall != nil { out.insert("firewall") }
+        if spec.wireguard != nil { out.insert("wireguard") }
+        if spec.k3s != nil { out.insert("k3s") }
+        if spec.helmReleases != nil { out.insert("helmReleases") }
+        if spec.argocd != nil { out.insert("argocd") }
+        if spec.alerting != nil { out.insert("alerting") }
+        if spec.backups != nil { out.insert("backups") }
+        if spec.status != nil { out.insert("status") }
+        return out
+    }
+}

@@ -1,0 +1,108 @@
+/// The name of a reconciler, as `--only` takes it and `/status` reports it.
+public struct ReconcilerName: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    public var rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+
+    public static let os = ReconcilerName(rawValue: "os")
+    public static let firewall = ReconcilerName(rawValue: "firewall")
+    public static let wireguard = ReconcilerName(rawValue: "wireguard")
+    public static let k3s = ReconcilerName(rawValue: "k3s")
+    public static let helm = ReconcilerName(rawValue: "helm")
+    public static let alerting = ReconcilerName(rawValue: "alerting")
+    public static let argocd = ReconcilerName(rawValue: "argocd")
+    public static let backups = ReconcilerName(rawValue: "backups")
+
+    /// Every reconciler of the product in dependency order, with the `spec` section each
+    /// manages: os → firewall → wireguard → k3s → helm → alerting → argocd → backups.
+    public static let all: [(name: ReconcilerName, section: String)] = [
+        (.os, "os"), (.firewall, "firewall"), (.wireguard, "wireguard"), (.k3s, "k3s"), (.helm, "helmReleases"),
+        (.alerting, "alerting"), (.argocd, "argocd"), (.backups, "backups"),
+    ]
+}
+
+/// A resource a reconciler owns; no two reconcilers may own the same one.
+public enum OwnedResource: Sendable, Hashable, CustomStringConvertible {
+    case file(String)
+    case nftablesTable(String)
+    case networkInterface(String)
+    case systemdUnit(String)
+    case kubernetesObject(String)
+
+    public var description: String {
+        switch self {
+        case .file(let p): return "file \(p)"
+        case .nftablesTable(let t): return "nftables table \(t)"
+        case .networkInterface(let i): return "interface \(i)"
+        case .systemdUnit(let u): return "unit \(u)"
+        case .kubernetesObject(let o): return "object \(o)"
+        }
+    }
+}
+
+/// One reconciler's verdict after a pass, after the Kubernetes condition convention.
+public struct Condition: Sendable, Equatable {
+    public enum Status: String, Sendable, Equatable {
+        /// Converged and verified.
+        case ready = "Ready"
+        /// Changes are under way or it waits on something that will come (a Job, a CRD).
+        case progressing = "Progressing"
+        /// Needs a human or a new desired state.
+        case failed = "Failed"
+    }
+
+    public var status: Status
+    /// One CamelCase word a machine can match: `Converged`, `PortInUse`, `ChecksumMismatch`.
+    public var reason: String
+    public var message: String
+
+    public init(_ status: Status, reason: String, message: String = "") {
+        self.status = status
+        self.reason = reason
+        self.message = message
+    }
+
+    public static func ready(_ message: String = "") -> Condition { Condition(.ready, reason: "Converged", message: message) }
+}
+
+/// A failure that says whether waiting helps (`waiting`: retry later, not an alarm) or a human
+/// must act (`stalled`).
+public struct ReconcileError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable { case waiting, stalled, failed }
+
+    public var kind: Kind
+    public var reason: String
+    public var message: String
+
+    public init(_ kind: Kind, reason: String, _ message: String) {
+        self.kind = kind
+        self.reason = reason
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+/// Brings one concern of the node to its desired state: observe → plan → apply → verify.
+///
+/// `plan` is a pure function of the desired and the observed state: it has no side effects,
+/// so `nodeagent plan` is always safe. An empty plan means converged: `apply` is then skipped.
+/// Otherwise `apply` does exactly what the plan says. Reads and writes go through the host
+/// seams (`CommandRunner`, `FileSystem`), so tests run the real code in a temp root.
+public protocol Reconciler: Sendable {
+    associatedtype Desired: Sendable & Equatable
+    associatedtype Observed: Sendable
+
+    static var name: ReconcilerName { get }
+    /// Reconcilers that must be ready before this one runs; a failed one blocks this one.
+    static var dependencies: [ReconcilerName] { get }
+    /// What this reconciler alone writes.
+    var owns: [OwnedResource] { get }
+
+    /// The part of the desired state this reconciler manages; nil when its section is absent.
+    func desired(from platform: Platform) -> Desired?
+    func observe(_ desired: Desired) async throws -> Observed
+    func plan(_ desired: Desired, _ observed: Observed) throws -> [Change]
+    func apply(_ changes: [Change], desired: Desired) async throws
+    func verify(_ desired: Desired) async throws -> Condition
+}

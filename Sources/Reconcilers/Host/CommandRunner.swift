@@ -1,0 +1,139 @@
+internal import Subprocess
+#if canImport(System)
+internal import System
+#else
+internal import SystemPackage
+#endif
+
+/// A program to run: an executable and its arguments, never through a shell, so there is no
+/// quoting to get wrong.
+public struct Command: Sendable, Equatable, CustomStringConvertible {
+    /// An absolute path, or a name looked up in `PATH`.
+    public var executable: String
+    public var arguments: [String]
+    /// Variables added to (or, with nil, removed from) the inherited environment. Secrets go
+    /// here or to `input`, never into `arguments`, which any user can read from /proc.
+    public var environment: [String: String?]
+    public var input: [UInt8]?
+    public var timeout: Duration
+    /// Bytes of stdout and of stderr kept; more is an error, never a silent truncation.
+    public var outputLimit: Int
+
+    public init(_ executable: String, _ arguments: [String] = [], environment: [String: String?] = [:],
+                input: [UInt8]? = nil, timeout: Duration = .seconds(60), outputLimit: Int = 4 << 20) {
+        self.executable = executable
+        self.arguments = arguments
+        self.environment = environment
+        self.input = input
+        self.timeout = timeout
+        self.outputLimit = outputLimit
+    }
+
+    public var description: String { ([executable] + arguments).joined(separator: " ") }
+}
+
+public struct CommandResult: Sendable, Equatable {
+    /// The exit code, or nil when a signal ended the process.
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public var stdout: String
+    public var stderr: String
+
+    public var succeeded: Bool { exitCode == 0 }
+}
+
+public struct CommandError: Error, Sendable, CustomStringConvertible {
+    public enum Code: Sendable, Equatable { case notFound, timedOut, outputLimitExceeded, failed, launch }
+
+    public var code: Code
+    public var command: String
+    public var message: String
+
+    public var description: String { "\(command): \(message)" }
+}
+
+/// Runs programs on the node.
+public protocol CommandRunner: Sendable {
+    /// Runs to completion. A non-zero exit is a result, not an error.
+    /// - Throws: `CommandError` when the program cannot start, exceeds its timeout (it is
+    ///   then stopped: SIGTERM to its process group, SIGKILL 500 ms later) or its output limit.
+    func run(_ command: Command) async throws(CommandError) -> CommandResult
+}
+
+extension CommandRunner {
+    /// Runs and requires exit status 0.
+    /// - Throws: `CommandError` with code `.failed` naming the status and stderr otherwise.
+    @discardableResult
+    public func check(_ command: Command) async throws(CommandError) -> CommandResult {
+        let result = try await run(command)
+        guard result.succeeded else {
+            let why = result.exitCode.map { "exit status \($0)" } ?? "signal \(result.signal ?? 0)"
+            let stderr = result.stderr.split(separator: "\n").suffix(5).joined(separator: "\n")
+            throw CommandError(code: .failed, command: command.description, message: "\(why)\(stderr.isEmpty ? "" : ": \(stderr)")")
+        }
+        return result
+    }
+}
+
+/// Runs real processes with swift-subprocess, each in its own session so that a timeout stops
+/// its children too.
+public struct SystemCommandRunner: CommandRunner {
+    public init() {}
+
+    public func run(_ command: Command) async throws(CommandError) -> CommandResult {
+        enum Outcome: Sendable {
+            case done(CommandResult)
+            case timedOut
+        }
+        do {
+            let outcome = try await withThrowingTaskGroup(of: Outcome.self) { group in
+                group.addTask {
+                    let r = try await Self.spawn(command)
+                    var result = CommandResult(exitCode: nil, signal: nil, stdout: r.standardOutput, stderr: r.standardError)
+                    switch r.terminationStatus {
+                    case .exited(let code): result.exitCode = code
+                    case .signaled(let signal): result.signal = signal
+                    }
+                    return .done(result)
+                }
+                group.addTask {
+                    try await Task.sleep(for: command.timeout)
+                    return .timedOut
+                }
+                let first = try await group.next()!
+                group.cancelAll()
+                return first
+            }
+            switch outcome {
+            case .done(let result): return result
+            case .timedOut:
+                throw CommandError(code: .timedOut, command: command.description, message: "timed out after \(command.timeout)")
+            }
+        } catch let error as CommandError {
+            throw error
+        } catch {
+            let text = "\(error)"
+            let code: CommandError.Code = text.contains("exceeded") ? .outputLimitExceeded
+                : (text.contains("not found") ? .notFound : .launch)
+            throw CommandError(code: code, command: command.description, message: text)
+        }
+    }
+
+    private static func spawn(_ command: Command) async throws
+        -> ExecutionResult<Void, StringOutput<Unicode.UTF8>, StringOutput<Unicode.UTF8>> {
+        var options = PlatformOptions()
+        options.createSession = true
+        options.teardownSequence = [.gracefulShutDown(toProcessGroup: true, allowedDurationToNextStep: .milliseconds(500))]
+        let executable: Executable = command.executable.hasPrefix("/")
+            ? .path(FilePath(command.executable)) : .name(command.executable)
+        var updates: [Environment.Key: String?] = [:]
+        for (k, v) in command.environment {
+            guard let key = Environment.Key(rawValue: k) else { continue }
+            updates[key] = v
+        }
+        return try await Subprocess.run(executable, arguments: Arguments(command.arguments),
+                                        environment: .inherit.updating(updates), platformOptions: options,
+                                        input: .array(command.input ?? []),
+                                        output: .string(limit: command.outputLimit), error: .string(limit: command.outputLimit))
+    }
+}

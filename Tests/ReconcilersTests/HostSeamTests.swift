@@ -1,0 +1,117 @@
+import Foundation
+import Testing
+import TestSupport
+import Reconcilers
+
+@Suite("RootedFileSystem on a real temp directory")
+struct FileSystemTests {
+    @Test func writesAtomicallyWithModeAndParents() throws {
+        let root = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fs = RootedFileSystem(root: root)
+        try fs.write("/etc/nodeagent/secrets/token", Array("s3cr3t\n".utf8), mode: 0o600)
+        #expect(try fs.read("/etc/nodeagent/secrets/token") == Array("s3cr3t\n".utf8))
+        #expect(try fs.mode("/etc/nodeagent/secrets/token") == 0o600)
+        let onDisk = try String(contentsOfFile: root + "/etc/nodeagent/secrets/token", encoding: .utf8)
+        #expect(onDisk == "s3cr3t\n")
+        // No temp file is left beside it.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/etc/nodeagent/secrets") == ["token"])
+    }
+
+    @Test func writeIfChangedLeavesAnUnchangedFileAlone() throws {
+        let root = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fs = RootedFileSystem(root: root)
+        #expect(try fs.writeIfChanged("/etc/x.conf", [1, 2, 3], mode: 0o644))
+        let inode = try FileManager.default.attributesOfItem(atPath: root + "/etc/x.conf")[.systemFileNumber] as? Int
+        #expect(try !fs.writeIfChanged("/etc/x.conf", [1, 2, 3], mode: 0o644))
+        #expect(try FileManager.default.attributesOfItem(atPath: root + "/etc/x.conf")[.systemFileNumber] as? Int == inode)
+        // A new mode alone is a change; the rename gives the file a new inode.
+        #expect(try fs.writeIfChanged("/etc/x.conf", [1, 2, 3], mode: 0o600))
+        #expect(try FileManager.default.attributesOfItem(atPath: root + "/etc/x.conf")[.systemFileNumber] as? Int != inode)
+    }
+
+    @Test func aFailedWriteChangesNothing() throws {
+        let root = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fs = RootedFileSystem(root: root)
+        try fs.write("/etc/blocker", Array("a file, not a directory".utf8), mode: 0o644)
+        #expect(throws: FileSystemError.self) { try fs.write("/etc/blocker/child.conf", [1], mode: 0o644) }
+        #expect(try fs.read("/etc/blocker") == Array("a file, not a directory".utf8))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/etc") == ["blocker"])
+    }
+
+    @Test func missingFilesReadAsNilAndRemoveIsIdempotent() throws {
+        let root = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fs = RootedFileSystem(root: root)
+        #expect(try fs.read("/nope") == nil)
+        #expect(try fs.mode("/nope") == nil)
+        try fs.remove("/nope")
+        try fs.write("/yes", [], mode: 0o644)
+        #expect(try fs.read("/yes") == [])
+        try fs.remove("/yes")
+        #expect(try fs.read("/yes") == nil)
+    }
+}
+
+@Suite("SystemCommandRunner with real processes")
+struct CommandRunnerTests {
+    let runner = SystemCommandRunner()
+
+    @Test func collectsExitCodeAndBothStreams() async throws {
+        let r = try await runner.run(Command("/bin/sh", ["-c", "echo out; echo err >&2; exit 3"]))
+        #expect(r.exitCode == 3)
+        #expect(r.stdout == "out\n")
+        #expect(r.stderr == "err\n")
+        #expect(!r.succeeded)
+    }
+
+    @Test func passesInputAndEnvironmentWithoutAShell() async throws {
+        let r = try await runner.check(Command("/bin/sh", ["-c", "tr a-z A-Z; printf %s \"$SECRET\"", "x; rm -rf /"],
+                                               environment: ["SECRET": "from-env"], input: Array("hello\n".utf8)))
+        #expect(r.stdout == "HELLO\nfrom-env")
+        let echoed = try await runner.check(Command("echo", ["$(whoami)", "a b"]))
+        #expect(echoed.stdout == "$(whoami) a b\n")
+    }
+
+    @Test func checkNamesTheFailure() async throws {
+        await #expect(throws: CommandError.self) { try await runner.check(Command("/bin/false")) }
+        do {
+            try await runner.check(Command("/bin/sh", ["-c", "echo broken config >&2; exit 1"]))
+        } catch {
+            #expect(error.code == .failed)
+            #expect(error.description == "/bin/sh -c echo broken config >&2; exit 1: exit status 1: broken config")
+        }
+    }
+
+    @Test func timeoutStopsTheWholeProcessGroup() async throws {
+        let root = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let marker = root + "/survived"
+        do {
+            // The grandchild would create the marker after 2 s if it outlived the timeout.
+            _ = try await runner.run(Command("/bin/sh", ["-c", "(sleep 2; touch \(marker)) & sleep 30"], timeout: .milliseconds(300)))
+            Issue.record("no timeout")
+        } catch {
+            #expect(error.code == .timedOut)
+        }
+        try await Task.sleep(for: .seconds(2.5))
+        #expect(!FileManager.default.fileExists(atPath: marker))
+    }
+
+    @Test func outputBeyondTheLimitIsAnErrorNotATruncation() async throws {
+        await #expect(throws: CommandError.self) {
+            try await runner.run(Command("/bin/sh", ["-c", "head -c 100000 /dev/zero"], outputLimit: 1000))
+        }
+    }
+
+    @Test func missingExecutableIsAnError() async throws {
+        do {
+            _ = try await runner.run(Command("/nonexistent/tool"))
+            Issue.record("ran")
+        } catch {
+            #expect(error.code == .notFound, "\(error)")
+        }
+    }
+}
