@@ -1,0 +1,53 @@
+import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `nodeagent` command line.
+@main
+struct NodeAgent: AsyncParsableCommand {
+    static let version = "0.1.0"
+
+    static let configuration = CommandConfiguration(
+        commandName: "nodeagent",
+        abstract: "Turns one Debian VPS into a secure, observable, restorable single-node K3s platform, and keeps it converged.",
+        discussion: """
+            Exit codes: 0 success (plan: nothing to do), 1 error or invalid input, 2 plan: changes pending.
+            """,
+        version: NodeAgent.version,
+        subcommands: [Validate.self, Plan.self, Apply.self, Version.self]
+    )
+
+    /// Like ArgumentParser's, except that a usage error exits 1, not 64: every command
+    /// documents 1 as "error" (and `plan` keeps 2 for "changes pending").
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            let code = exitCode(for: error)
+            if code == .validationFailure {
+                Terminal.error(fullMessage(for: error))
+                Glibc.exit(1)
+            }
+            exit(withError: error)
+        }
+    }
+}
+
+struct Version: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the version.")
+
+    func run() {
+        print("nodeagent \(NodeAgent.version)")
+    }
+}
+
+/// How data is printed: for people, or as JSON for machines.
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, json
+}

@@ -1,0 +1,109 @@
+import Reconcilers
+import YAML
+
+/// Renders the result of a plan or apply pass for people and for machines.
+struct PassReport {
+    var entries: [Engine.Entry]
+
+    var pendingChanges: Int {
+        entries.reduce(0) { n, e in
+            if case .planned(let changes) = e.outcome { return n + changes.count }
+            return n
+        }
+    }
+
+    var hasErrors: Bool {
+        entries.contains { if case .failed = $0.outcome { return true } else { return false } }
+    }
+
+    /// The entries that keep a pass from counting as converged.
+    var unconverged: [String] {
+        entries.compactMap { e in
+            switch e.outcome {
+            case .notDeclared, .planned: return nil
+            case .applied(_, let c) where c.status == .ready: return nil
+            case .notHandled: return "\(e.name) (not handled by this build)"
+            default: return "\(e.name) (\(Self.summary(e.outcome)))"
+            }
+        }
+    }
+
+    var converged: Bool { unconverged.isEmpty }
+
+    static func summary(_ outcome: Engine.Outcome) -> String {
+        switch outcome {
+        case .notDeclared: return "not declared: left alone"
+        case .notHandled(let section): return "spec.\(section) is declared but this build has no reconciler for it yet"
+        case .blocked(let by): return "blocked: \(by) failed"
+        case .planned(let changes): return changes.isEmpty ? "up to date" : "\(changes.count) change\(changes.count == 1 ? "" : "s")"
+        case .applied(let changes, let c):
+            return "\(c.status.rawValue): \(c.reason)\(c.message.isEmpty ? "" : ": \(c.message)") (\(changes.count) change\(changes.count == 1 ? "" : "s") applied)"
+        case .failed(let c): return "\(c.status.rawValue): \(c.reason): \(c.message)"
+        }
+    }
+
+    static func seconds(_ s: Double) -> String {
+        let ms = Int((s * 1000).rounded())
+        return ms < 1000 ? "\(ms) ms" : "\(ms / 1000).\(ms % 1000 / 100) s"
+    }
+
+    func text(title: String) -> String {
+        var out = "\(title)\n"
+        for e in entries {
+            out += "\n\(e.name): \(Self.summary(e.outcome))\n"
+            switch e.outcome {
+            case .planned(let changes), .applied(let changes, _):
+                for c in changes { out += "  " + c.description.split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\n  ") + "\n" }
+            default: break
+            }
+        }
+        let unhandled = entries.compactMap { e -> String? in
+            if case .notHandled = e.outcome { return e.name.rawValue } else { return nil }
+        }
+        out += "\n\(pendingChanges) change\(pendingChanges == 1 ? "" : "s") pending"
+        if !unhandled.isEmpty { out += "; not handled by this build: \(unhandled.joined(separator: ", "))" }
+        return out + "\n"
+    }
+
+    var json: JSONValue {
+        .object([
+            "pendingChanges": .int(pendingChanges),
+            "converged": .bool(converged),
+            "reconcilers": .array(entries.map { e in
+                var members: [JSONValue.Member] = [.init("name", .string(e.name.rawValue)), .init("seconds", .double(e.seconds))]
+                switch e.outcome {
+                case .notDeclared: members.append(.init("outcome", .string("notDeclared")))
+                case .notHandled(let s):
+                    members.append(.init("outcome", .string("notHandled")))
+                    members.append(.init("section", .string(s)))
+                case .blocked(let by):
+                    members.append(.init("outcome", .string("blocked")))
+                    members.append(.init("blockedBy", .string(by.rawValue)))
+                case .planned(let changes):
+                    members.append(.init("outcome", .string("planned")))
+                    members.append(.init("changes", .array(changes.map(\.json))))
+                case .applied(let changes, let c):
+                    members.append(.init("outcome", .string("applied")))
+                    members.append(.init("changes", .array(changes.map(\.json))))
+                    members.append(.init("condition", c.json))
+                case .failed(let c):
+                    members.append(.init("outcome", .string("failed")))
+                    members.append(.init("condition", c.json))
+                }
+                return .object(members)
+            }),
+        ])
+    }
+}
+
+extension Change {
+    var json: JSONValue {
+        .object(["action": .string(action.rawValue), "subject": .string(subject), "detail": detail.map(JSONValue.string) ?? .null])
+    }
+}
+
+extension Condition {
+    var json: JSONValue {
+        .object(["status": .string(status.rawValue), "reason": .string(reason), "message": .string(message)])
+    }
+}

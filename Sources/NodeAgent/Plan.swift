@@ -1,0 +1,124 @@
+import ArgumentParser
+import Reconcilers
+import YAML
+
+/// Options shared by the commands that act on a desired state.
+struct StateOptions: ParsableArguments {
+    /// Where the daemon keeps the revision it last applied.
+    static let lastApplied = "/var/lib/nodeagent/applied/platform.yaml"
+
+    @Option(name: .long, help: ArgumentHelp("The desired-state file (default: the revision the agent last applied, \(StateOptions.lastApplied)).",
+                                            valueName: "FILE"))
+    var state: String?
+
+    @Option(name: .long, help: ArgumentHelp("Limit the pass to these reconcilers: os, firewall, wireguard, k3s, helm, alerting, argocd, backups.",
+                                            valueName: "NAME,..."))
+    var only: String?
+
+    @Option(name: .long, help: ArgumentHelp("Directory that stands for / on the node (for tests and dry runs in a copy).", valueName: "DIR"))
+    var root: String = "/"
+
+    func validate() throws {
+        _ = try selection()
+        guard root.hasPrefix("/") else { throw ValidationError("--root must be an absolute path") }
+    }
+
+    /// The reconcilers `--only` names; nil for all.
+    func selection() throws -> Set<ReconcilerName>? {
+        guard let only else { return nil }
+        let known = ReconcilerName.all.map(\.name.rawValue)
+        var out = Set<ReconcilerName>()
+        for item in only.split(separator: ",", omittingEmptySubsequences: false) {
+            let name = item.trimmingSpaces
+            guard known.contains(name) else {
+                let guess = Suggestion.closest(to: name, in: known).map { " (did you mean \"\($0)\"?)" } ?? ""
+                throw ValidationError("--only: unknown reconciler \"\(name)\"\(guess); known: \(known.joined(separator: ", "))")
+            }
+            out.insert(ReconcilerName(rawValue: name))
+        }
+        return out
+    }
+
+    /// Loads and validates the desired state, printing its diagnostics on failure.
+    func load() throws -> Platform {
+        let path = state ?? StateOptions.lastApplied
+        do throws(DiagnosticsError) {
+            return try DesiredStateLoader.load(path: path)
+        } catch {
+            for d in error.diagnostics { Terminal.error(d.description) }
+            if state == nil {
+                Terminal.error("note: no --state given, so nodeagent read the last applied revision; pass --state FILE to use another file")
+            }
+            throw ExitCode.failure
+        }
+    }
+
+    func engine() throws -> Engine {
+        try Engine(BuiltInReconcilers.all(on: Host(files: RootedFileSystem(root: root))))
+    }
+}
+
+extension Substring {
+    var trimmingSpaces: String {
+        String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
+    }
+}
+
+extension StateOptions {
+    /// Loads the desired state, runs one plan or apply pass over it and prints the report.
+    /// - Returns: the report, for the command to turn into its exit status.
+    func pass(apply: Bool, output: OutputFormat) async throws -> PassReport {
+        let platform = try load()
+        let engine = try engine()
+        let only = try selection()
+        let entries = apply
+            ? await engine.apply(platform, only: only) { entry in
+                Terminal.error("[\(entry.name)] \(PassReport.summary(entry.outcome)) (\(PassReport.seconds(entry.seconds)))")
+            }
+            : await engine.plan(platform, only: only)
+        let report = PassReport(entries: entries)
+        switch output {
+        case .text: print(report.text(title: "\(apply ? "Applied" : "Plan for") \(platform.name)"), terminator: "")
+        case .json: print(report.json.jsonText)
+        }
+        return report
+    }
+}
+
+struct Plan: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show what apply would change. Safe: it observes, never writes.",
+        discussion: "Exit status: 0 nothing to do, 2 changes pending, 1 error (Terraform's -detailed-exitcode convention)."
+    )
+
+    @OptionGroup var options: StateOptions
+
+    @Option(name: .shortAndLong, help: "Output format: text or json.")
+    var output: OutputFormat = .text
+
+    func run() async throws {
+        let report = try await options.pass(apply: false, output: output)
+        if report.hasErrors { throw ExitCode.failure }
+        if report.pendingChanges > 0 { throw ExitCode(2) }
+    }
+}
+
+struct Apply: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run one full pass: plan, apply, verify each reconciler in dependency order.",
+        discussion: "Progress goes to stderr. Exit status 0 only when every selected, declared section converged."
+    )
+
+    @OptionGroup var options: StateOptions
+
+    @Option(name: .shortAndLong, help: "Output format: text or json.")
+    var output: OutputFormat = .text
+
+    func run() async throws {
+        let report = try await options.pass(apply: true, output: output)
+        if !report.converged {
+            Terminal.error("error: not converged: \(report.unconverged.joined(separator: ", "))")
+            throw ExitCode.failure
+        }
+    }
+}
