@@ -54,7 +54,7 @@ struct StateOptions: ParsableArguments {
     }
 
     func engine() throws -> Engine {
-        try Engine(BuiltInReconcilers.all(on: Host(files: RootedFileSystem(root: root))))
+        try Engine(BuiltInReconcilers.all(on: Host(root: root)))
     }
 }
 

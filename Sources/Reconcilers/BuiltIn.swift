@@ -2,10 +2,21 @@
 public struct Host: Sendable {
     public var files: any FileSystem
     public var commands: any CommandRunner
+    public var services: any ServiceManager
+    public var clock: any WallClock
 
-    public init(files: any FileSystem = RootedFileSystem(), commands: any CommandRunner = SystemCommandRunner()) {
+    /// The real node, or a copy of it under `root` (files and unit enablement only).
+    public init(root: String = "/") {
+        let commands = SystemCommandRunner()
+        self.init(files: RootedFileSystem(root: root), commands: commands,
+                  services: SystemdServiceManager(commands: commands, root: root), clock: SystemWallClock())
+    }
+
+    public init(files: any FileSystem, commands: any CommandRunner, services: any ServiceManager, clock: any WallClock) {
         self.files = files
         self.commands = commands
+        self.services = services
+        self.clock = clock
     }
 }
 

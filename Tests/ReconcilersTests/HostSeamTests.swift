@@ -115,3 +115,68 @@ struct CommandRunnerTests {
         }
     }
 }
+
+@Suite("SystemdServiceManager against an offline root (real systemctl)")
+struct ServiceManagerTests {
+    @Test func enablesAndDisablesAUnitInARoot() async throws {
+        let root = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fs = RootedFileSystem(root: root)
+        try fs.write("/etc/systemd/system/demo.service",
+                     Array("[Unit]\nDescription=demo\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n".utf8),
+                     mode: 0o644)
+        let services = SystemdServiceManager(root: root)
+        #expect(try await !services.isEnabled("demo.service"))
+        try await services.enable("demo.service")
+        #expect(try await services.isEnabled("demo.service"))
+        // The link is absolute as seen from inside the root.
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: root + "/etc/systemd/system/multi-user.target.wants/demo.service")
+                == "/etc/systemd/system/demo.service")
+        try await services.disable("demo.service")
+        #expect(try await !services.isEnabled("demo.service"))
+    }
+
+    @Test func runtimeVerbsRefuseAnOfflineRoot() async throws {
+        let services = SystemdServiceManager(root: "/tmp/nodeagent-offline-root")
+        await #expect(throws: ServiceError.self) { try await services.start("k3s.service") }
+        await #expect(throws: ServiceError.self) { try await services.isActive("k3s.service") }
+    }
+}
+
+@Suite("ManualWallClock")
+struct WallClockTests {
+    @Test func sleepersWakeWhenTheClockPassesTheirDeadline() async throws {
+        let clock = ManualWallClock(now: Timestamp(millisecondsSinceEpoch: 1_000_000))
+        let woke = try await withThrowingTaskGroup(of: Int64.self) { group in
+            for seconds in [10, 20] as [Int64] {
+                group.addTask {
+                    try await clock.sleep(until: Timestamp(millisecondsSinceEpoch: 1_000_000 + seconds * 1000))
+                    return seconds
+                }
+            }
+            while clock.sleeperCount < 2 { await Task.yield() }
+            clock.advance(by: TimeSpan(milliseconds: 10_000))
+            let first = try await group.next()
+            #expect(first == 10)
+            #expect(clock.sleeperCount == 1)
+            clock.advance(by: TimeSpan(milliseconds: 10_000))
+            return [first!] + (try await group.next().map { [$0] } ?? [])
+        }
+        #expect(woke == [10, 20])
+        #expect(clock.now() == Timestamp(millisecondsSinceEpoch: 1_020_000))
+    }
+
+    @Test func cancellationEndsASleep() async throws {
+        let clock = ManualWallClock(now: Timestamp(millisecondsSinceEpoch: 0))
+        let task = Task { try await clock.sleep(until: Timestamp(millisecondsSinceEpoch: 60_000)) }
+        while clock.sleeperCount < 1 { await Task.yield() }
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+        #expect(clock.sleeperCount == 0)
+    }
+
+    @Test func systemClockIsNearTheRealTime() {
+        // 2026-01-01 as a floor: catches a unit mistake (seconds vs milliseconds).
+        #expect(SystemWallClock().now().millisecondsSinceEpoch > 1_767_225_600_000)
+    }
+}

@@ -1,0 +1,87 @@
+/// Starts, stops and enables the node's services (K3s, WireGuard's `wg-quick@`, nodeagent).
+public protocol ServiceManager: Sendable {
+    func isEnabled(_ unit: String) async throws -> Bool
+    func enable(_ unit: String) async throws
+    func disable(_ unit: String) async throws
+    func isActive(_ unit: String) async throws -> Bool
+    func start(_ unit: String) async throws
+    func restart(_ unit: String) async throws
+    func reload(_ unit: String) async throws
+    func stop(_ unit: String) async throws
+    /// Re-reads unit files after nodeagent wrote one.
+    func reloadDaemon() async throws
+}
+
+public struct ServiceError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+}
+
+/// systemd through `systemctl`. With a `root` other than "/", it works on that directory
+/// offline (`systemctl --root`): enabling and disabling units work, while verbs that need a
+/// running systemd (start, restart, is-active…) throw, as there is none to ask.
+public struct SystemdServiceManager: ServiceManager {
+    public let commands: any CommandRunner
+    public let root: String
+
+    public init(commands: any CommandRunner = SystemCommandRunner(), root: String = "/") {
+        self.commands = commands
+        self.root = root
+    }
+
+    private var offline: Bool { root != "/" }
+
+    private func systemctl(_ arguments: [String]) -> Command {
+        Command("systemctl", (offline ? ["--root=\(root)"] : []) + ["--no-ask-password", "--quiet"] + arguments, timeout: .seconds(120))
+    }
+
+    private func requireRunningSystemd(_ verb: String, _ unit: String) throws {
+        if offline {
+            throw ServiceError(description: "cannot \(verb) \(unit): \(root) is an offline root with no running systemd")
+        }
+    }
+
+    public func isEnabled(_ unit: String) async throws -> Bool {
+        // is-enabled exits 0 for enabled (and static, alias…), 1 for disabled, and prints why.
+        let r = try await commands.run(systemctl(["is-enabled", unit]))
+        if r.exitCode == 0 { return true }
+        if r.exitCode == 1, r.stderr.isEmpty || r.stderr.contains("disabled") { return false }
+        if r.stderr.contains("No such file") || r.stderr.contains("not found") {
+            throw ServiceError(description: "unit \(unit) does not exist")
+        }
+        return false
+    }
+
+    public func enable(_ unit: String) async throws { try await commands.check(systemctl(["enable", unit])) }
+    public func disable(_ unit: String) async throws { try await commands.check(systemctl(["disable", unit])) }
+
+    public func isActive(_ unit: String) async throws -> Bool {
+        try requireRunningSystemd("query", unit)
+        return try await commands.run(systemctl(["is-active", unit])).exitCode == 0
+    }
+
+    public func start(_ unit: String) async throws {
+        try requireRunningSystemd("start", unit)
+        try await commands.check(systemctl(["start", unit]))
+    }
+
+    public func restart(_ unit: String) async throws {
+        try requireRunningSystemd("restart", unit)
+        try await commands.check(systemctl(["restart", unit]))
+    }
+
+    public func reload(_ unit: String) async throws {
+        try requireRunningSystemd("reload", unit)
+        try await commands.check(systemctl(["reload", unit]))
+    }
+
+    public func stop(_ unit: String) async throws {
+        try requireRunningSystemd("stop", unit)
+        try await commands.check(systemctl(["stop", unit]))
+    }
+
+    public func reloadDaemon() async throws {
+        // Offline there is no daemon to reload: the next boot reads the files anyway.
+        if offline { return }
+        try await commands.check(systemctl(["daemon-reload"]))
+    }
+}
