@@ -15,25 +15,33 @@ struct NodeAgent: AsyncParsableCommand {
             Exit codes: 0 success (plan: nothing to do), 1 error or invalid input, 2 plan: changes pending.
             """,
         version: NodeAgent.version,
-        subcommands: [Validate.self, Plan.self, Apply.self, Version.self]
+        subcommands: [Validate.self, Plan.self, Apply.self, Confirm.self, WireGuardCommand.self, Version.self]
     )
 
     /// Like ArgumentParser's, except that a usage error exits 1, not 64: every command
     /// documents 1 as "error" (and `plan` keeps 2 for "changes pending").
     static func main() async {
+        var command: any ParsableCommand
         do {
-            var command = try parseAsRoot()
-            if var command = command as? any AsyncParsableCommand {
-                try await command.run()
-            } else {
-                try command.run()
-            }
+            command = try parseAsRoot()
         } catch {
-            let code = exitCode(for: error)
-            if code == .validationFailure {
+            if exitCode(for: error) == .validationFailure {
                 Terminal.error(fullMessage(for: error))
                 Glibc.exit(1)
             }
+            exit(withError: error)
+        }
+        do {
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as ValidationError {
+            // Found while running, not while parsing: the usage would not help.
+            Terminal.error("Error: \(error.message)")
+            Glibc.exit(1)
+        } catch {
             exit(withError: error)
         }
     }

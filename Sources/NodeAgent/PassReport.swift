@@ -60,7 +60,12 @@ struct PassReport {
         let unhandled = entries.compactMap { e -> String? in
             if case .notHandled = e.outcome { return e.name.rawValue } else { return nil }
         }
-        out += "\n\(pendingChanges) change\(pendingChanges == 1 ? "" : "s") pending"
+        let applied = entries.reduce(0) { n, e in
+            if case .applied(let changes, _) = e.outcome { return n + changes.count }
+            return n
+        }
+        let isApply = entries.contains { if case .applied = $0.outcome { return true } else { return false } }
+        out += isApply ? "\n\(applied) change\(applied == 1 ? "" : "s") applied" : "\n\(pendingChanges) change\(pendingChanges == 1 ? "" : "s") pending"
         if !unhandled.isEmpty { out += "; not handled by this build: \(unhandled.joined(separator: ", "))" }
         return out + "\n"
     }

@@ -40,7 +40,9 @@ struct StateOptions: ParsableArguments {
     }
 
     /// Loads and validates the desired state, printing its diagnostics on failure.
-    func load() throws -> Platform {
+    func load() throws -> Platform { try Self.load(state: state) }
+
+    static func load(state: String?) throws -> Platform {
         let path = state ?? StateOptions.lastApplied
         do throws(DiagnosticsError) {
             return try DesiredStateLoader.load(path: path)
@@ -53,8 +55,8 @@ struct StateOptions: ParsableArguments {
         }
     }
 
-    func engine() throws -> Engine {
-        try Engine(BuiltInReconcilers.all(on: Host(root: root)))
+    func engine(_ options: PassOptions = PassOptions()) throws -> Engine {
+        try Engine(BuiltInReconcilers.all(on: Host(root: root), options: options))
     }
 }
 
@@ -67,9 +69,9 @@ extension Substring {
 extension StateOptions {
     /// Loads the desired state, runs one plan or apply pass over it and prints the report.
     /// - Returns: the report, for the command to turn into its exit status.
-    func pass(apply: Bool, output: OutputFormat) async throws -> PassReport {
+    func pass(apply: Bool, output: OutputFormat, options: PassOptions = PassOptions()) async throws -> PassReport {
         let platform = try load()
-        let engine = try engine()
+        let engine = try engine(options)
         let only = try selection()
         let entries = apply
             ? await engine.apply(platform, only: only) { entry in
@@ -114,8 +116,31 @@ struct Apply: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Output format: text or json.")
     var output: OutputFormat = .text
 
+    @Option(name: .long, help: ArgumentHelp("Keep a firewall change's revert armed this long, until `nodeagent confirm` runs from a new session.",
+                                            valueName: "DURATION"))
+    var confirmWithin: String?
+
+    @Option(name: .long, help: ArgumentHelp("Restore the previous firewall if a change is not confirmed within this time (default 60s).",
+                                            valueName: "DURATION"))
+    var revertAfter: String = "60s"
+
+    func validate() throws {
+        _ = try passOptions()
+    }
+
+    func passOptions() throws -> PassOptions {
+        do {
+            let revert = try TimeSpan(parsing: revertAfter)
+            let confirm = try confirmWithin.map { try TimeSpan(parsing: $0) }
+            // The revert must not fire before the operator's window closes.
+            return PassOptions(firewall: .init(revertAfter: max(revert, confirm ?? revert), confirmWithin: confirm))
+        } catch let error as InvalidValue {
+            throw ValidationError(error.message)
+        }
+    }
+
     func run() async throws {
-        let report = try await options.pass(apply: true, output: output)
+        let report = try await options.pass(apply: true, output: output, options: try passOptions())
         if !report.converged {
             Terminal.error("error: not converged: \(report.unconverged.joined(separator: ", "))")
             throw ExitCode.failure

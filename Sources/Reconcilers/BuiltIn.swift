@@ -20,12 +20,23 @@ public struct Host: Sendable {
     }
 }
 
-/// The reconcilers this build ships, for `plan`, `apply` and the daemon.
+/// Settings of a pass that come from the command line rather than the desired state.
+public struct PassOptions: Sendable {
+    public var firewall: FirewallReconciler.Options
+
+    public init(firewall: FirewallReconciler.Options = .init()) {
+        self.firewall = firewall
+    }
+}
+
+/// The reconcilers this build ships, for `plan`, `apply` and the daemon. Sections without one
+/// here (k3s, helm, alerting, argocd, backups) are reported as not handled.
 public enum BuiltInReconcilers {
-    /// None yet: the OS, firewall and WireGuard reconcilers, K3s, Helm, alerting, Argo CD and
-    /// backups each arrive with their own change. Until then the engine reports their declared
-    /// sections as not handled instead of pretending they converged.
-    public static func all(on host: Host) -> [AnyReconciler] {
-        []
+    public static func all(on host: Host, options: PassOptions = PassOptions()) -> [AnyReconciler] {
+        [
+            AnyReconciler(OSReconciler(host: host)),
+            AnyReconciler(FirewallReconciler(host: host, options: options.firewall)),
+            AnyReconciler(WireGuardReconciler(host: host)),
+        ]
     }
 }

@@ -31,25 +31,29 @@ public struct Change: Sendable, Equatable, CustomStringConvertible {
     public var subject: String
     /// A short note after the subject: `v1.30.5+k3s1 → v1.31.4+k3s1`.
     public var detail: String?
+    /// Lines removed (`-`) and added (`+`), printed under the subject. Computed from the
+    /// contents for a file write.
+    public var diff: [String]
     public var operation: Operation
 
-    public init(_ action: Action, _ subject: String, detail: String? = nil, operation: Operation) {
+    public init(_ action: Action, _ subject: String, detail: String? = nil, diff: [String] = [], operation: Operation) {
         self.action = action
         self.subject = subject
         self.detail = detail
+        self.diff = diff
         self.operation = operation
     }
 
     public var description: String {
         var line = "\(action.symbol) \(subject)"
         if let detail { line += " \(detail)" }
-        if case .writeFile(_, let before, let after, let mode) = operation {
-            if mode & 0o077 == 0 {
-                line += "\n    (contents not shown: the file is private, mode \(String(mode, radix: 8)))"
-            } else {
-                for l in TextDiff.lines(from: before ?? [], to: after) { line += "\n    \(l)" }
-            }
+        var lines = diff
+        if case .writeFile(_, let before, let after, let mode) = operation, lines.isEmpty {
+            lines = mode & 0o077 == 0
+                ? ["(contents not shown: the file is private, mode \(String(mode, radix: 8)))"]
+                : TextDiff.lines(from: before ?? [], to: after)
         }
+        for l in lines { line += "\n    \(l)" }
         return line
     }
 }

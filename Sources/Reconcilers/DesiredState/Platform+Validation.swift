@@ -134,7 +134,7 @@ extension Platform {
     }
 
     /// The network of an interface address: `10.8.0.1/24` → `10.8.0.0/24`.
-    static func network(of a: InterfaceAddress) -> String {
+    public static func network(of a: InterfaceAddress) -> String {
         var bytes = a.address.bytes
         for i in bytes.indices {
             let keep = max(0, min(8, a.prefix - i * 8))

@@ -57,6 +57,12 @@ public struct AbsolutePath: YAMLScalarParsable, Sendable, Hashable, CustomString
         value = "\(literal)"
     }
 
+    /// The directory that holds this path: `/etc/a/b` → `/etc/a`.
+    public var directory: String {
+        let parent = value.split(separator: "/").dropLast().joined(separator: "/")
+        return "/" + parent
+    }
+
     public var description: String { value }
 }
 

@@ -16,6 +16,10 @@ public protocol FileSystem: Sendable {
     func write(_ path: String, _ bytes: [UInt8], mode: UInt32) throws(FileSystemError)
     /// Removes the file; a missing file is not an error.
     func remove(_ path: String) throws(FileSystemError)
+    /// Creates the directory (and missing parents, 0755) if needed, and sets its mode.
+    func makeDirectory(_ path: String, mode: UInt32) throws(FileSystemError)
+    /// Sets the owner of a file or directory (symlinks are not followed).
+    func setOwner(_ path: String, uid: UInt32, gid: UInt32) throws(FileSystemError)
 }
 
 extension FileSystem {
@@ -120,6 +124,17 @@ public struct RootedFileSystem: FileSystem {
         }
         let slash = full.lastIndex(of: "/")!
         syncDirectory(slash == full.startIndex ? "/" : String(full[..<slash]))
+    }
+
+    public func makeDirectory(_ path: String, mode: UInt32) throws(FileSystemError) {
+        let full = hostPath(path)
+        try makeDirectories(full)
+        guard chmod(full, mode_t(mode)) == 0 else { throw FileSystemError(operation: "chmod", path: full, errno: errno) }
+    }
+
+    public func setOwner(_ path: String, uid: UInt32, gid: UInt32) throws(FileSystemError) {
+        let full = hostPath(path)
+        guard lchown(full, uid, gid) == 0 else { throw FileSystemError(operation: "chown", path: full, errno: errno) }
     }
 
     private func makeDirectories(_ directory: String) throws(FileSystemError) {

@@ -10,6 +10,8 @@ public protocol ServiceManager: Sendable {
     func stop(_ unit: String) async throws
     /// Re-reads unit files after nodeagent wrote one.
     func reloadDaemon() async throws
+    /// Reloads (or restarts) the unit if it is running; does nothing if it is not, or offline.
+    func reloadIfRunning(_ unit: String) async throws
 }
 
 public struct ServiceError: Error, Sendable, CustomStringConvertible {
@@ -77,6 +79,11 @@ public struct SystemdServiceManager: ServiceManager {
     public func stop(_ unit: String) async throws {
         try requireRunningSystemd("stop", unit)
         try await commands.check(systemctl(["stop", unit]))
+    }
+
+    public func reloadIfRunning(_ unit: String) async throws {
+        if offline { return }
+        try await commands.check(systemctl(["try-reload-or-restart", unit]))
     }
 
     public func reloadDaemon() async throws {

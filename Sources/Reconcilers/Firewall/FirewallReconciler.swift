@@ -1,0 +1,140 @@
+/// Keeps `table inet nodeagent` as `spec.firewall` declares, with lockout protection.
+///
+/// Every change is "try, then confirm": before loading the new ruleset it saves the current
+/// one and arms a revert timer in a separate process (so it fires even if nodeagent dies in the
+/// middle), then loads the new table in one `nft -f` transaction, checks it, and only then
+/// disarms the timer. With `confirmWithin`, the timer stays armed until `nodeagent confirm`.
+/// A change that was rolled back is not retried until the desired state changes.
+public struct FirewallReconciler: Reconciler {
+    public struct Options: Sendable {
+        /// How long a change may go unconfirmed before the previous ruleset returns.
+        public var revertAfter: TimeSpan
+        /// Keep the revert armed after a successful apply, for the operator to confirm.
+        public var confirmWithin: TimeSpan?
+
+        public init(revertAfter: TimeSpan = TimeSpan(milliseconds: 60_000), confirmWithin: TimeSpan? = nil) {
+            self.revertAfter = revertAfter
+            self.confirmWithin = confirmWithin
+        }
+    }
+
+    public struct Desired: Sendable, Equatable {
+        public var ruleset: NftRuleset
+    }
+
+    public struct Observed: Sendable {
+        /// `nft -s list table inet nodeagent`, or nil when the table does not exist.
+        public var live: String?
+        public var applied: FirewallState.Applied?
+        /// The ruleset of a change that was rolled back for want of confirmation.
+        public var reverted: String?
+    }
+
+    public static let name = ReconcilerName.firewall
+    public static let dependencies: [ReconcilerName] = []
+    public var owns: [OwnedResource] {
+        [.nftablesTable(NftRuleset.table), .file(FirewallState.directory)]
+    }
+
+    let host: Host
+    let options: Options
+    var state: FirewallState { FirewallState(host: host) }
+
+    public init(host: Host, options: Options = Options()) {
+        self.host = host
+        self.options = options
+    }
+
+    public func desired(from platform: Platform) -> Desired? {
+        guard let spec = platform.spec.firewall else { return nil }
+        let cluster = platform.spec.k3s.map { [$0.clusterCIDR, $0.serviceCIDR] } ?? []
+        return Desired(ruleset: NftRuleset(spec, vpnInterface: platform.spec.wireguard?.interface.name, clusterNetworks: cluster))
+    }
+
+    public func observe(_ desired: Desired) async throws -> Observed {
+        Observed(live: try await Nft.listTable(host.commands), applied: try state.applied(), reverted: try state.reverted())
+    }
+
+    public func plan(_ desired: Desired, _ observed: Observed) throws -> [Change] {
+        let script = desired.ruleset.table
+        if observed.reverted == script {
+            throw ReconcileError(.stalled, reason: "RolledBack",
+                                 "this firewall change was rolled back because it was not confirmed in time; it will not be retried until spec.firewall changes (or run `nodeagent confirm --reset`)")
+        }
+        let subject = "nftables table \(NftRuleset.table)"
+        let operation = Change.Operation.custom("load-table")
+        guard let live = observed.live else {
+            return [Change(.create, subject, diff: TextDiff.lines(from: [], to: Array(script.utf8)), operation: operation)]
+        }
+        if let applied = observed.applied, applied.script == script {
+            if applied.listing == live { return [] }
+            return [Change(.update, subject, detail: "(drift: changed outside nodeagent)",
+                           diff: TextDiff.lines(from: Array(live.utf8), to: Array(applied.listing.utf8)), operation: operation)]
+        }
+        let before = observed.applied?.script ?? live
+        return [Change(.update, subject, diff: TextDiff.lines(from: Array(before.utf8), to: Array(script.utf8)), operation: operation)]
+    }
+
+    public func apply(_ changes: [Change], desired: Desired) async throws {
+        let commands = host.commands
+        let transaction = desired.ruleset.transaction
+        // 1. Refuse a ruleset the kernel would refuse, before anything is armed or changed.
+        let check = try await commands.run(Nft.command(["-c", "-f", "-"], input: transaction))
+        guard check.succeeded else {
+            throw ReconcileError(.stalled, reason: "InvalidRuleset", "nft refused the ruleset: \(check.stderr)")
+        }
+        // 2. Save what is there now, and arm its return.
+        let previous = try await Nft.listTable(commands)
+        try state.saveRollback(NftRuleset.deleteOurTable + (previous ?? ""))
+        try state.clearReverted()
+        try state.arm(pending: desired.ruleset.table, after: options.revertAfter)
+        // 3. Load, check, record.
+        do {
+            try await commands.check(Nft.command(["-f", "-"], input: transaction))
+            FaultInjection.crashIfRequested(at: "firewall-loaded")
+            guard let live = try await Nft.listTable(commands), live.contains("chain prerouting"), live.contains("chain input") else {
+                throw ReconcileError(.failed, reason: "NotLoaded", "the table is not in the kernel after loading it")
+            }
+            try state.saveApplied(FirewallState.Applied(script: desired.ruleset.table, listing: live))
+        } catch {
+            _ = try? await commands.check(Nft.command(["-f", state.hostPath(FirewallState.rollbackFile)]))
+            _ = try? state.disarm()
+            throw error
+        }
+        // 4. Confirmed by our own checks, unless the operator is to confirm.
+        if options.confirmWithin == nil { try state.disarm() }
+    }
+
+    public func verify(_ desired: Desired) async throws -> Condition {
+        guard let live = try await Nft.listTable(host.commands) else {
+            return Condition(.failed, reason: "TableMissing", message: "table \(NftRuleset.table) is not loaded")
+        }
+        if let applied = try state.applied(), applied.script == desired.ruleset.table, applied.listing == live {
+            if try state.isArmed() {
+                return Condition(.progressing, reason: "AwaitingConfirmation",
+                                 message: "run `nodeagent confirm` from a new SSH or VPN session, or the previous ruleset returns")
+            }
+            return .ready()
+        }
+        return Condition(.failed, reason: "Mismatch", message: "the live table differs from the applied one")
+    }
+}
+
+extension NftRuleset {
+    static let deleteOurTable = "table inet nodeagent\ndelete table inet nodeagent\n"
+}
+
+/// `nft` invocations.
+enum Nft {
+    static func command(_ arguments: [String], input: String? = nil) -> Command {
+        Command("nft", arguments, input: input.map { Array($0.utf8) }, timeout: .seconds(30))
+    }
+
+    /// The stateless listing (no counters) of our table, or nil when it does not exist.
+    static func listTable(_ commands: any CommandRunner) async throws -> String? {
+        let r = try await commands.run(command(["-s", "list", "table", "inet", "nodeagent"]))
+        if r.succeeded { return r.stdout }
+        if r.stderr.contains("No such file or directory") || r.stderr.contains("does not exist") { return nil }
+        throw ReconcileError(.failed, reason: "NftFailed", "nft list table inet nodeagent: \(r.stderr)")
+    }
+}

@@ -1,0 +1,112 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
+/// What the firewall reconciler keeps under `/var/lib/nodeagent/firewall/`: the last applied
+/// ruleset with its canonical listing (to see drift), the rollback ruleset, and the revert timer.
+public struct FirewallState: Sendable {
+    public static let directory = "/var/lib/nodeagent/firewall"
+    static let appliedScript = directory + "/applied.nft"
+    static let appliedListing = directory + "/applied.listing"
+    static let rollbackFile = directory + "/rollback.nft"
+    static let pendingFile = directory + "/pending.nft"
+    static let revertedFile = directory + "/reverted.nft"
+    static let pidFile = directory + "/revert.pid"
+
+    public struct Applied: Sendable, Equatable {
+        /// The table as nodeagent rendered it.
+        public var script: String
+        /// `nft -s list table` right after loading it: what the kernel made of it.
+        public var listing: String
+    }
+
+    let host: Host
+
+    public init(host: Host) {
+        self.host = host
+    }
+
+    /// `nodeagent confirm`: keeps the pending change.
+    /// - Parameters:
+    ///   - reset: also forget a rolled-back change, so it is tried again.
+    /// - Returns: whether a revert was armed.
+    public func confirm(reset: Bool) throws -> Bool {
+        if reset { try clearReverted() }
+        return try disarm()
+    }
+
+    func hostPath(_ path: String) -> String {
+        (host.files as? RootedFileSystem)?.hostPath(path) ?? path
+    }
+
+    func applied() throws -> Applied? {
+        guard let script = try host.files.read(Self.appliedScript), let listing = try host.files.read(Self.appliedListing) else { return nil }
+        return Applied(script: String(decoding: script, as: UTF8.self), listing: String(decoding: listing, as: UTF8.self))
+    }
+
+    func saveApplied(_ applied: Applied) throws {
+        try host.files.write(Self.appliedListing, Array(applied.listing.utf8), mode: 0o600)
+        try host.files.write(Self.appliedScript, Array(applied.script.utf8), mode: 0o600)
+    }
+
+    func saveRollback(_ script: String) throws {
+        try host.files.write(Self.rollbackFile, Array(script.utf8), mode: 0o600)
+    }
+
+    func reverted() throws -> String? {
+        try host.files.read(Self.revertedFile).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    func clearReverted() throws { try host.files.remove(Self.revertedFile) }
+
+    /// Starts the revert timer: after `span`, load the rollback ruleset and mark the pending
+    /// change as reverted. A separate session, so it outlives nodeagent.
+    func arm(pending script: String, after span: TimeSpan) throws {
+        try disarm()
+        try host.files.write(Self.pendingFile, Array(script.utf8), mode: 0o600)
+        let seconds = String(format3(span))
+        let shell = "sleep \(seconds) && nft -f '\(hostPath(Self.rollbackFile))' && mv -f '\(hostPath(Self.pendingFile))' '\(hostPath(Self.revertedFile))'"
+        let pid = try DetachedProcess.spawn(["/bin/sh", "-c", shell])
+        try host.files.write(Self.pidFile, Array("\(pid)\n".utf8), mode: 0o600)
+    }
+
+    /// Whether a revert timer is waiting to fire.
+    func isArmed() throws -> Bool {
+        guard let pid = try armedPID() else { return false }
+        return DetachedProcess.isRunning(pid)
+    }
+
+    /// Stops the revert timer and forgets the pending change: the new ruleset stays.
+    /// - Returns: whether a timer was armed.
+    @discardableResult
+    func disarm() throws -> Bool {
+        var wasArmed = false
+        if let pid = try armedPID() {
+            wasArmed = DetachedProcess.isRunning(pid)
+            DetachedProcess.stop(pid)
+        }
+        try host.files.remove(Self.pidFile)
+        try host.files.remove(Self.pendingFile)
+        return wasArmed
+    }
+
+    private func armedPID() throws -> Int32? {
+        guard let bytes = try host.files.read(Self.pidFile) else { return nil }
+        return Int32(String(decoding: bytes, as: UTF8.self).filter(\.isNumber))
+    }
+
+    /// Seconds with millisecond precision, as `sleep` takes them.
+    private func format3(_ span: TimeSpan) -> String {
+        "\(span.milliseconds / 1000).\(String(1000 + span.milliseconds % 1000).dropFirst())"
+    }
+}
+
+/// Test-only crash points: with `NODEAGENT_CRASH_AT=NAME` in the environment the process
+/// kills itself with SIGKILL at that point, as a power cut or OOM kill would.
+public enum FaultInjection {
+    public static func crashIfRequested(at point: String) {
+        if let wanted = getenv("NODEAGENT_CRASH_AT"), String(cString: wanted) == point {
+            kill(getpid(), SIGKILL)
+        }
+    }
+}

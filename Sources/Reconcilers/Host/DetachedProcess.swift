@@ -1,0 +1,47 @@
+#if canImport(Glibc)
+internal import Glibc
+#elseif canImport(Darwin)
+internal import Darwin
+#endif
+
+/// Starts a program in a new session that outlives nodeagent: the firewall's revert timer
+/// must fire even if nodeagent is killed in the middle of a change.
+public enum DetachedProcess {
+    /// glibc's POSIX_SPAWN_SETSID (2.26+); the header declares it only under _GNU_SOURCE,
+    /// which Swift's Glibc module does not see.
+    static let spawnSetsid: Int16 = 0x80
+
+    /// - Returns: the process id, which is also its process-group id.
+    public static func spawn(_ argv: [String]) throws(CommandError) -> Int32 {
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, Self.spawnSetsid)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        for fd: Int32 in 0...2 { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+        var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for p in cArgs { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, argv[0], &actions, &attributes, &cArgs, environ)
+        guard rc == 0 else {
+            throw CommandError(code: .launch, command: argv.joined(separator: " "), message: String(cString: strerror(rc)))
+        }
+        return pid
+    }
+
+    /// Stops the process group `pid` leads, and reaps it if it is our child.
+    public static func stop(_ pid: Int32) {
+        kill(-pid, SIGTERM)
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, WNOHANG)
+    }
+
+    /// Whether a process with this id exists (and is not a zombie we could reap).
+    public static func isRunning(_ pid: Int32) -> Bool {
+        var status: Int32 = 0
+        if waitpid(pid, &status, WNOHANG) == pid { return false }
+        return kill(pid, 0) == 0
+    }
+}
