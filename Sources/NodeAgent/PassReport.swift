@@ -22,6 +22,8 @@ struct PassReport {
             switch e.outcome {
             case .notDeclared, .planned: return nil
             case .applied(_, let c) where c.status == .ready: return nil
+            // Asked for with --confirm-within: done, waiting on the operator by design.
+            case .applied(_, let c) where c.reason == "AwaitingConfirmation": return nil
             case .notHandled: return "\(e.name) (not handled by this build)"
             default: return "\(e.name) (\(Self.summary(e.outcome)))"
             }

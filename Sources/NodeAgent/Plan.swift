@@ -120,7 +120,7 @@ struct Apply: AsyncParsableCommand {
                                             valueName: "DURATION"))
     var confirmWithin: String?
 
-    @Option(name: .long, help: ArgumentHelp("Restore the previous firewall if a change is not confirmed within this time (default 60s).",
+    @Option(name: .long, help: ArgumentHelp("Restore the previous firewall if a change is not confirmed by nodeagent's own checks within this time (default 60s).",
                                             valueName: "DURATION"))
     var revertAfter: String = "60s"
 
@@ -132,8 +132,8 @@ struct Apply: AsyncParsableCommand {
         do {
             let revert = try TimeSpan(parsing: revertAfter)
             let confirm = try confirmWithin.map { try TimeSpan(parsing: $0) }
-            // The revert must not fire before the operator's window closes.
-            return PassOptions(firewall: .init(revertAfter: max(revert, confirm ?? revert), confirmWithin: confirm))
+            // With --confirm-within, the operator's window is the revert's delay.
+            return PassOptions(firewall: .init(revertAfter: confirm ?? revert, confirmWithin: confirm))
         } catch let error as InvalidValue {
             throw ValidationError(error.message)
         }

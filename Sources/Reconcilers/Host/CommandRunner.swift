@@ -49,6 +49,12 @@ public struct CommandError: Error, Sendable, CustomStringConvertible {
     public var command: String
     public var message: String
 
+    public init(code: Code, command: String, message: String) {
+        self.code = code
+        self.command = command
+        self.message = message
+    }
+
     public var description: String { "\(command): \(message)" }
 }
 

@@ -10,13 +10,24 @@ public enum DetachedProcess {
     /// glibc's POSIX_SPAWN_SETSID (2.26+); the header declares it only under _GNU_SOURCE,
     /// which Swift's Glibc module does not see.
     static let spawnSetsid: Int16 = 0x80
+    static let spawnSetSignalDefaults: Int16 = 0x04
+    static let spawnSetSignalMask: Int16 = 0x08
 
     /// - Returns: the process id, which is also its process-group id.
     public static func spawn(_ argv: [String]) throws(CommandError) -> Int32 {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setflags(&attributes, Self.spawnSetsid)
+        // A thread of the Swift runtime may have signals blocked; a child inherits that mask,
+        // and a revert timer that cannot receive SIGTERM cannot be disarmed. Start it clean.
+        posix_spawnattr_setflags(&attributes, Self.spawnSetsid | Self.spawnSetSignalMask | Self.spawnSetSignalDefaults)
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGCHLD] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
