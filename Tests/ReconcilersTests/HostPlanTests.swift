@@ -53,6 +53,7 @@ struct HostPlanTests {
     @Test func wgDumpParses() throws {
         let d = try #require(WireGuardDevice.parse(dump: Self.dump))
         #expect(d.publicKey == "SERVERPUB=")
+        #expect(!"\(d)".contains("cHJpdmF0ZQ=="), "an observation must never print the private key")
         #expect(d.listenPort == 51820)
         #expect(d.peers.map(\.publicKey) == ["PEERA=", "PEERB="])
         #expect(d.peers[0].persistentKeepalive == 25 && d.peers[0].latestHandshake == 1_764_100_000)
@@ -76,8 +77,8 @@ struct HostPlanTests {
         let laptopLive = WireGuardDevice.Peer(publicKey: laptop, presharedKey: nil, allowedIPs: ["10.8.0.2/32"], persistentKeepalive: nil, latestHandshake: 5)
         let phoneLive = WireGuardDevice.Peer(publicKey: phone, presharedKey: nil, allowedIPs: ["10.8.0.3/32"], persistentKeepalive: nil, latestHandshake: nil)
         let observed = WireGuardReconciler.Observed(
-            privateKey: [1], publicKey: "SERVERPUB=", link: link,
-            device: WireGuardDevice(publicKey: "SERVERPUB=", listenPort: 51820, peers: [laptopLive, phoneLive, stale]),
+            privateKey: Array("cHJpdmF0ZQ==\n".utf8), link: link,
+            device: WireGuardDevice(privateKey: "cHJpdmF0ZQ==", publicKey: "SERVERPUB=", listenPort: 51820, peers: [laptopLive, phoneLive, stale]),
             configFile: Array(WireGuardConfig.server(spec).utf8), presharedKeys: [:])
         #expect(try r.plan(spec, observed).map(\.description) == [
             "~ wireguard peer phone keepalive off → 25",

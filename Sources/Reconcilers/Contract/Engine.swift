@@ -4,22 +4,23 @@ public struct AnyReconciler: Sendable {
     public let dependencies: [ReconcilerName]
     public let owns: [OwnedResource]
     let isDeclared: @Sendable (Platform) -> Bool
-    let plan: @Sendable (Platform) async throws -> [Change]
-    let converge: @Sendable (Platform, [Change]) async throws -> Condition
+    /// One pass: observe and plan; with `apply`, then apply and verify (or, for an empty
+    /// plan, report the converged state without applying or observing again).
+    let pass: @Sendable (Platform, _ apply: Bool) async throws -> (changes: [Change], condition: Condition?)
 
     public init<R: Reconciler>(_ reconciler: R) {
         name = R.name
         dependencies = R.dependencies
         owns = reconciler.owns
         isDeclared = { reconciler.desired(from: $0) != nil }
-        plan = { platform in
-            guard let desired = reconciler.desired(from: platform) else { return [] }
-            return try reconciler.plan(desired, try await reconciler.observe(desired))
-        }
-        converge = { platform, changes in
-            guard let desired = reconciler.desired(from: platform) else { return .ready() }
-            if !changes.isEmpty { try await reconciler.apply(changes, desired: desired) }
-            return try await reconciler.verify(desired)
+        pass = { platform, apply in
+            guard let desired = reconciler.desired(from: platform) else { return ([], apply ? .ready() : nil) }
+            let observed = try await reconciler.observe(desired)
+            let changes = try reconciler.plan(desired, observed)
+            guard apply else { return (changes, nil) }
+            if changes.isEmpty { return ([], reconciler.converged(desired, observed)) }
+            try await reconciler.apply(changes, desired: desired)
+            return (changes, try await reconciler.verify(desired))
         }
     }
 }
@@ -142,9 +143,8 @@ public struct Engine: Sendable {
 
     private func run(_ reconciler: AnyReconciler, _ platform: Platform, apply: Bool) async -> Outcome {
         do {
-            let changes = try await reconciler.plan(platform)
-            guard apply else { return .planned(changes) }
-            let condition = try await reconciler.converge(platform, changes)
+            let (changes, condition) = try await reconciler.pass(platform, apply)
+            guard let condition else { return .planned(changes) }
             return .applied(changes, condition)
         } catch let error as ReconcileError {
             let status: Condition.Status = error.kind == .waiting ? .progressing : .failed

@@ -105,4 +105,11 @@ public protocol Reconciler: Sendable {
     func plan(_ desired: Desired, _ observed: Observed) throws -> [Change]
     func apply(_ changes: [Change], desired: Desired) async throws
     func verify(_ desired: Desired) async throws -> Condition
+    /// The condition when the plan is empty: nothing to apply, and the observation just made
+    /// is the proof, so nothing is observed again. Ready unless the reconciler knows better.
+    func converged(_ desired: Desired, _ observed: Observed) -> Condition
+}
+
+extension Reconciler {
+    public func converged(_ desired: Desired, _ observed: Observed) -> Condition { .ready() }
 }

@@ -105,16 +105,19 @@ public struct FirewallReconciler: Reconciler {
         if options.confirmWithin == nil { try state.disarm() }
     }
 
+    public func converged(_ desired: Desired, _ observed: Observed) -> Condition {
+        (try? state.isArmed()) == true ? Self.awaitingConfirmation : .ready()
+    }
+
+    static let awaitingConfirmation = Condition(.progressing, reason: "AwaitingConfirmation",
+                                                message: "run `nodeagent confirm` from a new SSH or VPN session, or the previous ruleset returns")
+
     public func verify(_ desired: Desired) async throws -> Condition {
         guard let live = try await Nft.listTable(host.commands) else {
             return Condition(.failed, reason: "TableMissing", message: "table \(NftRuleset.table) is not loaded")
         }
         if let applied = try state.applied(), applied.script == desired.ruleset.table, applied.listing == live {
-            if try state.isArmed() {
-                return Condition(.progressing, reason: "AwaitingConfirmation",
-                                 message: "run `nodeagent confirm` from a new SSH or VPN session, or the previous ruleset returns")
-            }
-            return .ready()
+            return try state.isArmed() ? Self.awaitingConfirmation : .ready()
         }
         return Condition(.failed, reason: "Mismatch", message: "the live table differs from the applied one")
     }

@@ -15,9 +15,9 @@ public struct WireGuardLink: Sendable, Equatable {
     static let absent = WireGuardLink(exists: false, up: false, mtu: nil, addresses: [])
 }
 
-/// `wg show IFACE dump`, parsed. The private key itself is never kept: only whether one is set
-/// and its public half.
-public struct WireGuardDevice: Sendable, Equatable {
+/// `wg show IFACE dump`, parsed. The private key is kept only to compare it with the key file;
+/// it is never printed.
+public struct WireGuardDevice: Sendable, Equatable, CustomStringConvertible {
     public struct Peer: Sendable, Equatable {
         public var publicKey: String
         public var presharedKey: String?
@@ -27,9 +27,23 @@ public struct WireGuardDevice: Sendable, Equatable {
         public var latestHandshake: Int64?
     }
 
+    /// The device's private key, for `== file content` only.
+    var privateKeyMatches: String?
     public var publicKey: String?
     public var listenPort: Int?
     public var peers: [Peer]
+
+    public init(privateKey: String? = nil, publicKey: String?, listenPort: Int?, peers: [Peer]) {
+        privateKeyMatches = privateKey
+        self.publicKey = publicKey
+        self.listenPort = listenPort
+        self.peers = peers
+    }
+
+    /// Without the private key, so that printing an observation never leaks it.
+    public var description: String {
+        "WireGuardDevice(publicKey: \(publicKey ?? "none"), listenPort: \(listenPort.map(String.init) ?? "none"), peers: \(peers.count))"
+    }
 
     /// Parses the tab-separated dump: the interface line first, then one line per peer.
     static func parse(dump: String) -> WireGuardDevice? {
@@ -43,7 +57,8 @@ public struct WireGuardDevice: Sendable, Equatable {
                         allowedIPs: none(f[3])?.split(separator: ",").map(String.init) ?? [],
                         persistentKeepalive: none(f[7]).flatMap { Int($0) }, latestHandshake: handshake)
         }
-        return WireGuardDevice(publicKey: none(first[1]), listenPort: Int(first[2]).flatMap { $0 == 0 ? nil : $0 }, peers: peers)
+        return WireGuardDevice(privateKey: none(first[0]), publicKey: none(first[1]),
+                               listenPort: Int(first[2]).flatMap { $0 == 0 ? nil : $0 }, peers: peers)
     }
 }
 

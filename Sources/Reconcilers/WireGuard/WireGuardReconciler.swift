@@ -8,8 +8,6 @@
 public struct WireGuardReconciler: Reconciler {
     public struct Observed: Sendable {
         public var privateKey: [UInt8]?
-        /// The public half of the key file, from `wg pubkey`.
-        public var publicKey: String?
         public var link: WireGuardLink
         public var device: WireGuardDevice?
         public var configFile: [UInt8]?
@@ -35,11 +33,6 @@ public struct WireGuardReconciler: Reconciler {
     public func observe(_ desired: WireGuardSpec) async throws -> Observed {
         let iface = desired.interface.name
         let key = try host.files.read(desired.privateKeyFile.value)
-        var publicKey: String?
-        if let key {
-            let r = try await host.commands.check(Command("wg", ["pubkey"], input: key))
-            publicKey = r.stdout.trimmingNewlines
-        }
         let addr = try await host.commands.run(Command("ip", ["-j", "addr", "show", "dev", iface]))
         let link = addr.succeeded ? IPAddrJSON.link(from: addr.stdout) : .absent
         var device: WireGuardDevice?
@@ -56,7 +49,7 @@ public struct WireGuardReconciler: Reconciler {
                 psks[peer.publicKey.base64] = String(decoding: bytes, as: UTF8.self).trimmingNewlines
             }
         }
-        return Observed(privateKey: key, publicKey: publicKey, link: link, device: device,
+        return Observed(privateKey: key, link: link, device: device,
                         configFile: try host.files.read(Self.configPath(desired)), presharedKeys: psks)
     }
 
@@ -98,8 +91,9 @@ public struct WireGuardReconciler: Reconciler {
         let sync = Change.Operation.custom("sync")
         var changes: [Change] = []
         let device = observed.device ?? WireGuardDevice(publicKey: nil, listenPort: nil, peers: [])
-        if observed.publicKey == nil || device.publicKey != observed.publicKey {
-            changes.append(Change(.update, "wireguard \(iface) private key", detail: observed.publicKey.map { "(public key \($0))" }, operation: sync))
+        let fileKey = observed.privateKey.map { String(decoding: $0, as: UTF8.self).trimmingNewlines }
+        if fileKey == nil || device.privateKeyMatches != fileKey {
+            changes.append(Change(.update, "wireguard \(iface) private key", detail: "(from \(desired.privateKeyFile))", operation: sync))
         }
         if device.listenPort != Int(desired.listenPort.value) {
             changes.append(Change(.update, "wireguard \(iface) listen port", detail: "\(device.listenPort.map(String.init) ?? "none") → \(desired.listenPort)", operation: sync))
@@ -189,9 +183,14 @@ public struct WireGuardReconciler: Reconciler {
         }
     }
 
+    public func converged(_ desired: WireGuardSpec, _ observed: Observed) -> Condition {
+        .ready(observed.device?.publicKey.map { "public key \($0)" } ?? "")
+    }
+
     public func verify(_ desired: WireGuardSpec) async throws -> Condition {
-        let remaining = try plan(desired, try await observe(desired))
-        if remaining.isEmpty { return .ready() }
+        let observed = try await observe(desired)
+        let remaining = try plan(desired, observed)
+        if remaining.isEmpty { return converged(desired, observed) }
         return Condition(.failed, reason: "NotConverged", message: remaining.map(\.subject).joined(separator: "; "))
     }
 }
