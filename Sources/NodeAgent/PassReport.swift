@@ -52,7 +52,7 @@ struct PassReport {
     func text(title: String) -> String {
         var out = "\(title)\n"
         for e in entries {
-            out += "\n\(e.name): \(Self.summary(e.outcome))\n"
+            out += "\n\(e.name): \(Self.summary(e.outcome))\(e.note.map { " (\($0))" } ?? "")\n"
             switch e.outcome {
             case .planned(let changes), .applied(let changes, _):
                 for c in changes { out += "  " + c.description.split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\n  ") + "\n" }
@@ -78,6 +78,7 @@ struct PassReport {
             "converged": .bool(converged),
             "reconcilers": .array(entries.map { e in
                 var members: [JSONValue.Member] = [.init("name", .string(e.name.rawValue)), .init("seconds", .double(e.seconds))]
+                if let note = e.note { members.append(.init("note", .string(note))) }
                 switch e.outcome {
                 case .notDeclared: members.append(.init("outcome", .string("notDeclared")))
                 case .notHandled(let s):

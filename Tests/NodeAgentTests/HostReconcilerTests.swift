@@ -136,6 +136,8 @@ struct HostReconcilerTests {
 
             let again = try await nodeagent(lab, ["plan", "--state", state, "--only", "os,firewall,wireguard"])
             #expect(again.exitCode == 0, "a converged node plans nothing: \(again.stdout)")
+            let serverKey = try await lab.inside(lab.vps, ["wg", "show", "na\(lab.id)g", "public-key"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(again.stdout.contains("wireguard: up to date (public key \(serverKey))"))
         }
     }
 

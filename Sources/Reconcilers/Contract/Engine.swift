@@ -17,8 +17,8 @@ public struct AnyReconciler: Sendable {
             guard let desired = reconciler.desired(from: platform) else { return ([], apply ? .ready() : nil) }
             let observed = try await reconciler.observe(desired)
             let changes = try reconciler.plan(desired, observed)
-            guard apply else { return (changes, nil) }
             if changes.isEmpty { return ([], reconciler.converged(desired, observed)) }
+            guard apply else { return (changes, nil) }
             try await reconciler.apply(changes, desired: desired)
             return (changes, try await reconciler.verify(desired))
         }
@@ -50,6 +50,8 @@ public struct Engine: Sendable {
         public var name: ReconcilerName
         public var outcome: Outcome
         public var seconds: Double
+        /// What a converged reconciler wants shown, such as the WireGuard public key.
+        public var note: String? = nil
     }
 
     /// In dependency order.
@@ -114,13 +116,14 @@ public struct Engine: Sendable {
             let clock = ContinuousClock()
             let start = clock.now
             let outcome: Outcome
+            var note: String?
             if let reconciler {
                 if !reconciler.isDeclared(platform) {
                     outcome = .notDeclared
                 } else if let blocker = reconciler.dependencies.first(where: failed.contains) {
                     outcome = .blocked(by: blocker)
                 } else {
-                    outcome = await run(reconciler, platform, apply: apply)
+                    (outcome, note) = await run(reconciler, platform, apply: apply)
                 }
             } else {
                 let section = ReconcilerName.all.first { $0.name == name }!.section
@@ -133,24 +136,26 @@ public struct Engine: Sendable {
             default: break
             }
             let elapsed = clock.now - start
-            let entry = Entry(name: name, outcome: outcome,
+            var entry = Entry(name: name, outcome: outcome,
                               seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            entry.note = note
             progress(entry)
             entries.append(entry)
         }
         return entries
     }
 
-    private func run(_ reconciler: AnyReconciler, _ platform: Platform, apply: Bool) async -> Outcome {
+    private func run(_ reconciler: AnyReconciler, _ platform: Platform, apply: Bool) async -> (Outcome, String?) {
         do {
             let (changes, condition) = try await reconciler.pass(platform, apply)
-            guard let condition else { return .planned(changes) }
-            return .applied(changes, condition)
+            let note = changes.isEmpty && condition?.message.isEmpty == false ? condition?.message : nil
+            guard apply, let condition else { return (.planned(changes), note) }
+            return (.applied(changes, condition), nil)
         } catch let error as ReconcileError {
             let status: Condition.Status = error.kind == .waiting ? .progressing : .failed
-            return .failed(Condition(status, reason: error.reason, message: error.message))
+            return (.failed(Condition(status, reason: error.reason, message: error.message)), nil)
         } catch {
-            return .failed(Condition(.failed, reason: "Error", message: "\(error)"))
+            return (.failed(Condition(.failed, reason: "Error", message: "\(error)")), nil)
         }
     }
 }
