@@ -38,6 +38,7 @@ let package = Package(
         // Fixture paths and temp directories for the test targets.
         .target(name: "TestSupport", dependencies: ["Reconcilers"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "YAMLTests", dependencies: ["YAML"], swiftSettings: strict),
+        .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "YAML", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ReconcilersTests", dependencies: ["Reconcilers", "YAML", "TestSupport"],
                     swiftSettings: strict),
         // Depends on the executable so `swift test` always builds the `nodeagent` binary it runs.

@@ -17,8 +17,9 @@ public struct MappingReader {
     private var failed = false
 
     /// - Parameters:
-    ///   - keys: every key this mapping may hold. Others are errors.
-    public init(_ node: YAMLNode, path: FieldPath, context: DecodeContext, keys: [String]) throws {
+    ///   - keys: every key this mapping may hold. Others are errors, unless `ignoringOthers`.
+    ///   - ignoringOthers: for files other tools write (a kubeconfig), whose extra keys are not ours to refuse.
+    public init(_ node: YAMLNode, path: FieldPath, context: DecodeContext, keys: [String], ignoringOthers: Bool = false) throws {
         self.node = node
         self.path = path
         self.context = context
@@ -31,6 +32,7 @@ public struct MappingReader {
                 values[key] = pair.value
                 continue
             }
+            if ignoringOthers { continue }
             failed = true
             let at = path.appending(key)
             if SecretKeys.holdsInlineSecret(key: key, value: pair.value) {

@@ -3,6 +3,7 @@ internal import Glibc
 #elseif canImport(Darwin)
 internal import Darwin
 #endif
+internal import YAML
 
 /// Reads and writes the node's files. Every path is absolute as seen on the node; an
 /// implementation may place them under another root (tests use a temp directory).
@@ -68,7 +69,7 @@ public struct RootedFileSystem: FileSystem {
             throw FileSystemError(operation: "open", path: full, errno: errno)
         }
         defer { close(fd) }
-        return try POSIXFile.readAll(fd, limit: nil) { FileSystemError(operation: "read", path: full, errno: $0) }
+        return try FileReading.readAll(fd, limit: nil) { FileSystemError(operation: "read", path: full, errno: $0) }
     }
 
     public func mode(_ path: String) throws(FileSystemError) -> UInt32? {
@@ -154,28 +155,6 @@ public struct RootedFileSystem: FileSystem {
         if fd >= 0 {
             fsync(fd)
             close(fd)
-        }
-    }
-}
-
-/// The one read-to-end loop of the module, shared by `RootedFileSystem` and `FileReading`.
-enum POSIXFile {
-    /// Reads `fd` to its end, retrying interrupted reads.
-    /// - Parameters:
-    ///   - limit: bytes allowed; reading more fails with `EFBIG`.
-    ///   - failure: turns an errno into the caller's error type.
-    static func readAll<E: Error>(_ fd: Int32, limit: Int?, _ failure: (Int32) -> E) throws(E) -> [UInt8] {
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw failure(errno)
-            }
-            if n == 0 { return out }
-            out.append(contentsOf: chunk[0..<n])
-            if let limit, out.count > limit { throw failure(EFBIG) }
         }
     }
 }
