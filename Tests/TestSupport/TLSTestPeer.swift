@@ -1,0 +1,51 @@
+import Foundation
+import Reconcilers
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A throwaway PKI (Tests/Fixtures/pki/make.py) and `openssl s_server` demanding a client
+/// certificate from it: a real TLS peer for the HTTPS client's tests.
+public final class TLSTestPeer: @unchecked Sendable {
+    public let directory: String
+    public let port: Int
+    private var pid: Int32?
+
+    public init() async throws {
+        directory = Fixtures.temporaryDirectory()
+        try await SystemCommandRunner().check(Command("python3", [Fixtures.repository + "/Tests/Fixtures/pki/make.py", directory]))
+        port = Int.random(in: 20000...59999)
+        pid = try DetachedProcess.spawn([
+            "/usr/bin/openssl", "s_server", "-accept", "127.0.0.1:\(port)", "-cert", directory + "/server.pem",
+            "-key", directory + "/server.key", "-CAfile", directory + "/ca.pem", "-Verify", "1", "-verify_return_error", "-www", "-quiet",
+        ])
+        for _ in 0..<100 {
+            if Self.canConnect(port) { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        stop()
+        throw CommandError(code: .failed, command: "openssl s_server", message: "did not start listening on \(port)")
+    }
+
+    public func pem(_ name: String) -> [UInt8] {
+        Array((try? Data(contentsOf: URL(fileURLWithPath: "\(directory)/\(name)"))) ?? Data())
+    }
+
+    public func stop() {
+        if let pid { DetachedProcess.stop(pid) }
+        pid = nil
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    static func canConnect(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+}
