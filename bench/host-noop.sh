@@ -25,6 +25,7 @@ cleanup() {
 trap cleanup EXIT
 ip netns add "$ns"
 ip netns exec "$ns" ip link set lo up
+ip netns exec "$ns" ip link add eth0 type dummy   # the public interface the firewall names
 
 venv=$work/venv
 python3 -m venv "$venv"

@@ -132,6 +132,9 @@ struct Apply: AsyncParsableCommand {
         do {
             let revert = try TimeSpan(parsing: revertAfter)
             let confirm = try confirmWithin.map { try TimeSpan(parsing: $0) }
+            guard min(revert, confirm ?? revert) >= TimeSpan(milliseconds: 1000) else {
+                throw ValidationError("--revert-after and --confirm-within must be at least 1s")
+            }
             // With --confirm-within, the operator's window is the revert's delay.
             return PassOptions(firewall: .init(revertAfter: confirm ?? revert, confirmWithin: confirm))
         } catch let error as InvalidValue {

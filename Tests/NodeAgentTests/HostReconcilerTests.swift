@@ -188,11 +188,28 @@ struct HostReconcilerTests {
             // Confirmed in time, it stays.
             #expect(try await nodeagent(lab, ["confirm", "--reset"]).exitCode == 0)
             #expect(try await nodeagent(lab, ["apply", "--state", risky, "--only", "firewall", "--confirm-within", "2s"]).exitCode == 0)
+            // While it waits, no other change goes in over it (and the known-good rollback stays).
+            let third = try write(lab, platform(lab, publicTCP: [22, 80, 443, 8443, 9000], peers: peers))
+            let blocked = try await nodeagent(lab, ["apply", "--state", third, "--only", "firewall"])
+            #expect(blocked.exitCode == 1)
+            #expect(blocked.stderr.contains("AwaitingConfirmation"))
+            _ = try write(lab, platform(lab, publicTCP: [22, 80, 443, 8443], peers: peers))
             let confirmed = try await nodeagent(lab, ["confirm"])
             #expect(confirmed.stdout.hasPrefix("confirmed"))
             try await Task.sleep(for: .seconds(3))
             #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["8443"])["tcp/8443"] == true)
             #expect(try await nodeagent(lab, ["plan", "--state", risky, "--only", "firewall"]).exitCode == 0)
+        }
+    }
+
+    @Test func aFirewallForAnInterfaceThatDoesNotExistIsRefused() async throws {
+        try await withLab { lab in
+            let peers = [Peer(name: "admin", publicKey: try await newKey(lab).publicKey, allowedIP: "10.8.0.2/32")]
+            let state = try write(lab, platform(lab, peers: peers).replacingOccurrences(of: "publicInterface: eth0", with: "publicInterface: eth9"))
+            let r = try await nodeagent(lab, ["apply", "--state", state, "--only", "firewall"])
+            #expect(r.exitCode == 1)
+            #expect(r.stderr.contains("NoSuchInterface"))
+            #expect(try await lab.run(lab.vps, ["nft", "list", "table", "inet", "nodeagent"]).exitCode != 0, "nothing was loaded")
         }
     }
 
@@ -285,5 +302,43 @@ struct HostReconcilerTests {
         #expect(refused.stderr.contains("sshd -t refused the configuration with the new drop-in, so it was not written"))
         #expect(refused.stderr.contains("NoSuchOption"))
         #expect(try fs.read("/etc/ssh/sshd_config.d/10-nodeagent.conf") == written)
+
+        // A main config that does not include sshd_config.d: valid, but the drop-in would not count.
+        try fs.remove("/etc/ssh/sshd_config.d/20-by-hand.conf")
+        try fs.write("/etc/ssh/sshd_config", Array("HostKey \(root)/etc/ssh/ssh_host_ed25519_key\nPort 22\n".utf8), mode: 0o644)
+        try String(contentsOfFile: state, encoding: .utf8).replacingOccurrences(of: "port: 22\n", with: "port: 2200\n")
+            .write(toFile: state, atomically: true, encoding: .utf8)
+        let ineffective = try await apply()
+        #expect(ineffective.exitCode == 1)
+        #expect(ineffective.stderr.contains("DropInNotEffective"), "\(ineffective.stderr)")
+        #expect(try fs.read("/etc/ssh/sshd_config.d/10-nodeagent.conf") == written, "the previous drop-in is put back")
+    }
+
+    @Test func authorizedKeysAreNeverWrittenThroughASymlink() async throws {
+        let root = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fs = RootedFileSystem(root: root)
+        try fs.write("/etc/passwd", Array("root:x:0:0:root:/root:/bin/bash\neve:x:1000:1000::/home/eve:/bin/bash\n".utf8), mode: 0o644)
+        try fs.makeDirectory("/root/.ssh", mode: 0o700)
+        try fs.write("/root/.ssh/authorized_keys", Array("ssh-ed25519 AAAA root-only\n".utf8), mode: 0o600)
+        try fs.makeDirectory("/home/eve", mode: 0o755)
+        // eve points her ~/.ssh at root's, hoping root writes her key there.
+        try FileManager.default.createSymbolicLink(atPath: root + "/home/eve/.ssh", withDestinationPath: root + "/root/.ssh")
+        let state = root + "/platform.yaml"
+        try """
+            apiVersion: nodeagent/v1
+            kind: Platform
+            metadata: {name: ssh}
+            spec:
+              os:
+                ssh:
+                  user: eve
+                  authorizedKeys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJyusluo6f+skZyxlCrGC9pbW+J0mbl297SaO3yWJ6Fk eve@laptop"]
+
+            """.write(toFile: state, atomically: true, encoding: .utf8)
+        let r = try await Binary.run(["apply", "--state", state, "--root", root, "--only", "os"])
+        #expect(r.exitCode == 1)
+        #expect(r.stderr.contains("SymlinkRefused"))
+        #expect(try fs.read("/root/.ssh/authorized_keys") == Array("ssh-ed25519 AAAA root-only\n".utf8))
     }
 }

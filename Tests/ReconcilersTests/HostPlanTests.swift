@@ -23,7 +23,8 @@ struct HostPlanTests {
         #expect(table.contains("type filter hook prerouting priority -150; policy accept;"))
         #expect(table.contains("\t\tiifname != \"ens3\" accept\n"))
         #expect(table.contains("\t\ttcp dport { 22, 443 } accept\n\t\tudp dport { 51820 } accept\n\t\tcounter drop\n\t}\n\tchain input"))
-        #expect(table.contains("iifname \"wg0\" tcp dport { 22, 443, 6443 } accept"))
+        #expect(table.contains("iifname \"wg0\" tcp dport { 6443 } accept"))
+        #expect(table.contains("\t\ttcp dport { 22, 443 } accept\n\t\tudp dport { 51820 } accept\n\t\tiifname \"wg0\""))
         #expect(table.contains("ip saddr { 10.43.0.0/16 } accept"))
         #expect(table.contains("ip6 saddr { fd42::/56 } accept"))
         #expect(!table.contains("6443 } accept\n\t\tudp dport { 51820 } accept\n\t\tcounter drop\n\t}\n\tchain input"), "6443 must not be public")
@@ -88,6 +89,25 @@ struct HostPlanTests {
         converged.device?.peers = [laptopLive, WireGuardDevice.Peer(publicKey: phone, presharedKey: nil, allowedIPs: ["10.8.0.3/32"],
                                                                      persistentKeepalive: 25, latestHandshake: nil)]
         #expect(try r.plan(spec, converged).isEmpty)
+    }
+
+    @Test func syncConfigAlwaysStatesKeepaliveAndPresharedKey() throws {
+        let p = try DesiredStateLoader.load(path: Fixtures.example)
+        let spec = try #require(p.spec.wireguard)
+        let text = WireGuardConfig.sync(spec, privateKey: "KEY", presharedKeys: [:])
+        // syncconf leaves a field it is not given as it was: "none" has to be said.
+        #expect(text.contains("AllowedIPs = 10.8.0.2/32\nPersistentKeepalive = 0\nPresharedKey = AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"))
+        #expect(text.contains("AllowedIPs = 10.8.0.3/32\nPersistentKeepalive = 25\n"))
+    }
+
+    @Test func malformedKeyFilesAreNamedWithoutTheirContent() {
+        do {
+            _ = try WireGuardReconciler.key(Array("not a key but maybe a secret\n".utf8), file: "/etc/nodeagent/secrets/wg0.key")
+            Issue.record("accepted")
+        } catch {
+            #expect("\(error)".contains("/etc/nodeagent/secrets/wg0.key does not hold one WireGuard key"))
+            #expect(!"\(error)".contains("maybe a secret"))
+        }
     }
 
     @Test func clientConfigPointsAtTheNodeAndHoldsNoSecret() throws {

@@ -28,6 +28,10 @@ public struct FirewallReconciler: Reconciler {
         public var applied: FirewallState.Applied?
         /// The ruleset of a change that was rolled back for want of confirmation.
         public var reverted: String?
+        /// A change applied with --confirm-within is waiting for `nodeagent confirm`.
+        public var awaitingConfirmation: Bool = false
+        /// Whether `publicInterface` exists in this network namespace.
+        public var publicInterfaceExists: Bool = true
     }
 
     public static let name = ReconcilerName.firewall
@@ -52,11 +56,18 @@ public struct FirewallReconciler: Reconciler {
     }
 
     public func observe(_ desired: Desired) async throws -> Observed {
-        Observed(live: try await Nft.listTable(host.commands), applied: try state.applied(), reverted: try state.reverted())
+        // /sys/class/net is the network namespace's own (ip netns exec remounts /sys).
+        let exists = (try? RootedFileSystem().mode("/sys/class/net/\(desired.ruleset.publicInterface)")) != nil
+        return Observed(live: try await Nft.listTable(host.commands), applied: try state.applied(), reverted: try state.reverted(),
+                        awaitingConfirmation: try state.isArmed(), publicInterfaceExists: exists)
     }
 
     public func plan(_ desired: Desired, _ observed: Observed) throws -> [Change] {
         let script = desired.ruleset.table
+        if !observed.publicInterfaceExists {
+            throw ReconcileError(.stalled, reason: "NoSuchInterface",
+                                 "spec.firewall.publicInterface \(desired.ruleset.publicInterface) does not exist on this node; a firewall for the wrong interface would lock you out")
+        }
         if observed.reverted == script {
             throw ReconcileError(.stalled, reason: "RolledBack",
                                  "this firewall change was rolled back because it was not confirmed in time; it will not be retried until spec.firewall changes (or run `nodeagent confirm --reset`)")
@@ -65,6 +76,10 @@ public struct FirewallReconciler: Reconciler {
         let operation = Change.Operation.custom("load-table")
         guard let live = observed.live else {
             return [Change(.create, subject, diff: TextDiff.lines(from: [], to: Array(script.utf8)), operation: operation)]
+        }
+        if observed.awaitingConfirmation, observed.applied?.script != script {
+            throw ReconcileError(.waiting, reason: "AwaitingConfirmation",
+                                 "the last firewall change waits for `nodeagent confirm`; no other change is made until it is confirmed or rolled back")
         }
         if let applied = observed.applied, applied.script == script {
             if applied.listing == live { return [] }
@@ -97,8 +112,10 @@ public struct FirewallReconciler: Reconciler {
             }
             try state.saveApplied(FirewallState.Applied(script: desired.ruleset.table, listing: live))
         } catch {
-            _ = try? await commands.check(Nft.command(["-f", state.hostPath(FirewallState.rollbackFile)]))
-            _ = try? state.disarm()
+            // Roll back now; if even that fails, the armed timer stays to try again.
+            if (try? await commands.check(Nft.command(["-f", state.hostPath(FirewallState.rollbackFile)]))) != nil {
+                _ = try? state.disarm()
+            }
             throw error
         }
         // 4. Confirmed by our own checks, unless the operator is to confirm.
@@ -106,7 +123,7 @@ public struct FirewallReconciler: Reconciler {
     }
 
     public func converged(_ desired: Desired, _ observed: Observed) -> Condition {
-        (try? state.isArmed()) == true ? Self.awaitingConfirmation : .ready()
+        observed.awaitingConfirmation ? Self.awaitingConfirmation : .ready()
     }
 
     static let awaitingConfirmation = Condition(.progressing, reason: "AwaitingConfirmation",

@@ -61,19 +61,25 @@ public struct FirewallState: Sendable {
 
     /// Starts the revert timer: after `span`, load the rollback ruleset and mark the pending
     /// change as reverted. A separate session, so it outlives nodeagent.
+    /// The name the timer's shell carries as `$0`, so a PID is only ever taken for our timer.
+    static let timerMarker = "nodeagent-firewall-revert"
+
     func arm(pending script: String, after span: TimeSpan) throws {
         try disarm()
         try host.files.write(Self.pendingFile, Array(script.utf8), mode: 0o600)
-        let seconds = String(format3(span))
-        let shell = "sleep \(seconds) && nft -f '\(hostPath(Self.rollbackFile))' && mv -f '\(hostPath(Self.pendingFile))' '\(hostPath(Self.revertedFile))'"
-        let pid = try DetachedProcess.spawn(["/bin/sh", "-c", shell])
+        let nft = SystemCommandRunner.resolve("nft") ?? "/usr/sbin/nft"
+        // Marked as reverted before the rollback loads: if the timer dies in between, the
+        // change is not retried (a human looks) rather than re-applied over the rollback.
+        let shell = "sleep \(format3(span)) && mv -f '\(hostPath(Self.pendingFile))' '\(hostPath(Self.revertedFile))'"
+            + " && '\(nft)' -f '\(hostPath(Self.rollbackFile))'; rm -f '\(hostPath(Self.pidFile))'"
+        let pid = try DetachedProcess.spawn(["/bin/sh", "-c", shell, Self.timerMarker])
         try host.files.write(Self.pidFile, Array("\(pid)\n".utf8), mode: 0o600)
     }
 
     /// Whether a revert timer is waiting to fire.
     func isArmed() throws -> Bool {
         guard let pid = try armedPID() else { return false }
-        return DetachedProcess.isRunning(pid)
+        return Self.isOurTimer(pid)
     }
 
     /// Stops the revert timer and forgets the pending change: the new ruleset stays.
@@ -81,8 +87,8 @@ public struct FirewallState: Sendable {
     @discardableResult
     func disarm() throws -> Bool {
         var wasArmed = false
-        if let pid = try armedPID() {
-            wasArmed = DetachedProcess.isRunning(pid)
+        if let pid = try armedPID(), Self.isOurTimer(pid) {
+            wasArmed = true
             DetachedProcess.stop(pid)
         }
         try host.files.remove(Self.pidFile)
@@ -93,6 +99,13 @@ public struct FirewallState: Sendable {
     private func armedPID() throws -> Int32? {
         guard let bytes = try host.files.read(Self.pidFile) else { return nil }
         return Int32(String(decoding: bytes, as: UTF8.self).filter(\.isNumber))
+    }
+
+    /// A PID can be reused once the timer is gone: only a live shell carrying our marker counts.
+    static func isOurTimer(_ pid: Int32) -> Bool {
+        guard DetachedProcess.isRunning(pid),
+              let cmdline = try? RootedFileSystem().read("/proc/\(pid)/cmdline") else { return false }
+        return cmdline.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == timerMarker }
     }
 
     /// Seconds with millisecond precision, as `sleep` takes them.

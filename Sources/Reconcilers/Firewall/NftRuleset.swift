@@ -8,8 +8,8 @@
 ///  public interface ──► prerouting (priority -150, before DNAT) ──► DNAT ──► forward ──► pods
 ///                        only public ports, established,           │
 ///                        ICMP essentials; everything else dropped  └──► input (priority 0, policy drop)
-///  wg0 / lo / cni0 ───► prerouting: accepted ─────────────────────────► input: public + vpnOnly
-///                                                                        ports on wg0, K3s traffic
+///  wg0 / lo / cni0 ───► prerouting: accepted ─────────────────────────► input: public ports,
+///                                                                        vpnOnly ports on wg0, K3s traffic
 /// ```
 ///
 /// Nothing else is touched: K3s, kube-proxy, flannel and Docker keep their own tables.
@@ -50,9 +50,11 @@ public struct NftRuleset: Sendable, Equatable {
             "iif \"lo\" accept",
         ]
         input += Self.stateAndICMP
-        input += portRules(prefix: "iifname \(quote(publicInterface)) ", tcp: publicTCP, udp: publicUDP)
+        // Public ports on every interface: prerouting has already limited the public one, and a
+        // misnamed public interface must not shut SSH on the real one.
+        input += portRules(prefix: "", tcp: publicTCP, udp: publicUDP)
         if let vpn = vpnInterface {
-            input += portRules(prefix: "iifname \(quote(vpn)) ", tcp: unique(publicTCP + vpnTCP), udp: unique(publicUDP + vpnUDP))
+            input += portRules(prefix: "iifname \(quote(vpn)) ", tcp: vpnTCP, udp: vpnUDP)
         }
         input.append("iifname { \"cni0\", \"flannel.1\" } accept")
         let v4 = clusterNetworks.filter(\.address.isIPv4).map(\.description)

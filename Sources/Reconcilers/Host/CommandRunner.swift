@@ -22,9 +22,12 @@ public struct Command: Sendable, Equatable, CustomStringConvertible {
     public var timeout: Duration
     /// Bytes of stdout and of stderr kept; more is an error, never a silent truncation.
     public var outputLimit: Int
+    /// The input holds a secret the program might echo: its output never goes into an error.
+    public var holdsSecrets: Bool
 
     public init(_ executable: String, _ arguments: [String] = [], environment: [String: String?] = [:],
-                input: [UInt8]? = nil, timeout: Duration = .seconds(60), outputLimit: Int = 4 << 20) {
+                input: [UInt8]? = nil, timeout: Duration = .seconds(60), outputLimit: Int = 4 << 20, holdsSecrets: Bool = false) {
+        self.holdsSecrets = holdsSecrets
         self.executable = executable
         self.arguments = arguments
         self.environment = environment
@@ -78,7 +81,8 @@ extension CommandRunner {
         let result = try await run(command)
         guard result.succeeded else {
             let why = result.exitCode.map { "exit status \($0)" } ?? "signal \(result.signal ?? 0)"
-            let stderr = result.stderr.split(separator: "\n").suffix(5).joined(separator: "\n")
+            let stderr = command.holdsSecrets ? "(output withheld: the input holds a secret)"
+                : result.stderr.split(separator: "\n").suffix(5).joined(separator: "\n")
             throw CommandError(code: .failed, command: command.description, message: "\(why)\(stderr.isEmpty ? "" : ": \(stderr)")")
         }
         return result
@@ -132,7 +136,7 @@ public struct SystemCommandRunner: CommandRunner {
     private static let resolved = Mutex<[String: String]>([:])
 
     /// The first executable `name` in PATH (then /usr/sbin and /sbin, where root's tools live).
-    static func resolve(_ name: String) -> String? {
+    public static func resolve(_ name: String) -> String? {
         if let hit = resolved.withLock({ $0[name] }) { return hit }
         let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/local/bin:/usr/bin:/bin"
         let directories = path.split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin"]

@@ -17,8 +17,11 @@ public protocol FileSystem: Sendable {
     func write(_ path: String, _ bytes: [UInt8], mode: UInt32) throws(FileSystemError)
     /// Removes the file; a missing file is not an error.
     func remove(_ path: String) throws(FileSystemError)
-    /// Creates the directory (and missing parents, 0755) if needed, and sets its mode.
+    /// Creates the directory with `mode` (and missing parents, 0755) if it does not exist. An
+    /// existing directory keeps its mode: `/etc` must not become 0700 because a key lives there.
     func makeDirectory(_ path: String, mode: UInt32) throws(FileSystemError)
+    /// Whether the path is a symbolic link (not followed).
+    func isSymbolicLink(_ path: String) throws(FileSystemError) -> Bool
     /// Sets the owner of a file or directory (symlinks are not followed).
     func setOwner(_ path: String, uid: UInt32, gid: UInt32) throws(FileSystemError)
 }
@@ -129,8 +132,20 @@ public struct RootedFileSystem: FileSystem {
 
     public func makeDirectory(_ path: String, mode: UInt32) throws(FileSystemError) {
         let full = hostPath(path)
+        var st = stat()
+        if lstat(full, &st) == 0 { return }
         try makeDirectories(full)
         guard chmod(full, mode_t(mode)) == 0 else { throw FileSystemError(operation: "chmod", path: full, errno: errno) }
+    }
+
+    public func isSymbolicLink(_ path: String) throws(FileSystemError) -> Bool {
+        var st = stat()
+        let full = hostPath(path)
+        if lstat(full, &st) != 0 {
+            if errno == ENOENT { return false }
+            throw FileSystemError(operation: "lstat", path: full, errno: errno)
+        }
+        return (st.st_mode & S_IFMT) == S_IFLNK
     }
 
     public func setOwner(_ path: String, uid: UInt32, gid: UInt32) throws(FileSystemError) {

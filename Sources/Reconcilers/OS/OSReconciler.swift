@@ -114,6 +114,10 @@ public struct OSReconciler: Reconciler {
                 if case .writeFile(let path, _, let after, let mode) = change.operation, path.hasSuffix("/.ssh/authorized_keys"),
                    let account = try lookUp(ssh.user) {
                     let directory = account.home + "/.ssh"
+                    // A user could point ~/.ssh at root's: never write through a link.
+                    if try host.files.isSymbolicLink(directory) || host.files.isSymbolicLink(path) {
+                        throw ReconcileError(.stalled, reason: "SymlinkRefused", "\(directory) or its authorized_keys is a symbolic link; nodeagent does not write through links")
+                    }
                     try host.files.makeDirectory(directory, mode: 0o700)
                     try host.files.setOwner(directory, uid: account.uid, gid: account.gid)
                     try host.files.write(path, after, mode: mode)
@@ -123,7 +127,14 @@ public struct OSReconciler: Reconciler {
             if let change = changes.first(where: { if case .writeFile(Self.sshdDropInPath, _, _, _) = $0.operation { return true } else { return false } }),
                case .writeFile(_, _, let after, let mode) = change.operation {
                 try await validateSSHD(dropIn: after)
+                let before = try host.files.read(Self.sshdDropInPath)
                 try host.files.write(Self.sshdDropInPath, after, mode: mode)
+                // sshd -t proved it valid; sshd -T proves it is what sshd will use (an earlier
+                // drop-in or a main config without the Include would silently win).
+                if let problem = try await effectiveMismatch(ssh) {
+                    if let before { try host.files.write(Self.sshdDropInPath, before, mode: mode) } else { try host.files.remove(Self.sshdDropInPath) }
+                    throw ReconcileError(.stalled, reason: "DropInNotEffective", "\(problem); the previous drop-in was put back")
+                }
                 try await host.services.reloadIfRunning("ssh.service")
             }
         }
@@ -160,6 +171,32 @@ public struct OSReconciler: Reconciler {
             throw ReconcileError(.stalled, reason: "SSHDRejected",
                                  "sshd -t refused the configuration with the new drop-in, so it was not written: \(r.stderr.trimmingNewlines)")
         }
+    }
+
+    /// Compares sshd's effective configuration (`sshd -T`) with the declared one.
+    /// - Returns: what differs, or nil when sshd will use what was declared.
+    private func effectiveMismatch(_ ssh: SSHSpec) async throws -> String? {
+        guard let main = try host.files.read(Self.sshdConfigPath) else { return "\(Self.sshdConfigPath) is missing" }
+        let check = "/var/lib/nodeagent/os/sshd-effective.conf"
+        try host.files.write(check, Array(SSHDConfig.rootIncludes(String(decoding: main, as: UTF8.self), root: rootPath).utf8), mode: 0o600)
+        defer { try? host.files.remove(check) }
+        let r = try await host.commands.check(Command("sshd", ["-T", "-f", hostPath(check)]))
+        var ports: [String] = [], settings: [String: String] = [:]
+        for line in r.stdout.split(separator: "\n") {
+            let f = line.split(separator: " ", maxSplits: 1).map(String.init)
+            guard f.count == 2 else { continue }
+            if f[0] == "port" { ports.append(f[1]) } else if settings[f[0]] == nil { settings[f[0]] = f[1] }
+        }
+        // sshd -T prints prohibit-password by its older name.
+        let rootLogin = ssh.permitRootLogin == .prohibitPassword ? "without-password" : ssh.permitRootLogin.rawValue
+        var problems: [String] = []
+        if !ports.contains(String(ssh.port.value)) { problems.append("port \(ssh.port) (sshd would use \(ports.joined(separator: ", ")))") }
+        if settings["passwordauthentication"] != (ssh.passwordAuthentication ? "yes" : "no") {
+            problems.append("passwordauthentication (sshd would use \(settings["passwordauthentication"] ?? "?"))")
+        }
+        if settings["permitrootlogin"] != rootLogin { problems.append("permitrootlogin (sshd would use \(settings["permitrootlogin"] ?? "?"))") }
+        return problems.isEmpty ? nil
+            : "sshd would not use the drop-in's \(problems.joined(separator: ", ")): \(Self.sshdConfigPath) must include sshd_config.d/*.conf before any other setting of these"
     }
 
     private var rootPath: String { (host.files as? RootedFileSystem)?.root ?? "/" }

@@ -22,13 +22,18 @@ public enum WireGuardConfig {
         return lines.joined(separator: "\n") + "\n"
     }
 
+    static let noPresharedKey = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
     /// What `wg syncconf` reads: the key, the port and every peer; nothing wg-quick-only.
     static func sync(_ spec: WireGuardSpec, privateKey: String, presharedKeys: [String: String]) -> String {
         var lines = ["[Interface]", "PrivateKey = \(privateKey)", "ListenPort = \(spec.listenPort)"]
         for peer in spec.peers {
-            lines += ["", "[Peer]", "PublicKey = \(peer.publicKey)", "AllowedIPs = \(peer.allowedIPs.map(\.description).joined(separator: ", "))"]
-            if let k = peer.persistentKeepalive { lines.append("PersistentKeepalive = \(k)") }
-            if let psk = presharedKeys[peer.publicKey.base64] { lines.append("PresharedKey = \(psk)") }
+            // syncconf changes an existing peer only in the fields it is given: always give
+            // keepalive and preshared key, so removing one in platform.yaml removes it (0 and
+            // the all-zero key mean "none").
+            lines += ["", "[Peer]", "PublicKey = \(peer.publicKey)", "AllowedIPs = \(peer.allowedIPs.map(\.description).joined(separator: ", "))",
+                      "PersistentKeepalive = \(peer.persistentKeepalive ?? 0)",
+                      "PresharedKey = \(presharedKeys[peer.publicKey.base64] ?? noPresharedKey)"]
         }
         return lines.joined(separator: "\n") + "\n"
     }

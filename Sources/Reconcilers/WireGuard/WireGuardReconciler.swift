@@ -46,7 +46,7 @@ public struct WireGuardReconciler: Reconciler {
                 guard let bytes = try host.files.read(file.value) else {
                     throw ReconcileError(.stalled, reason: "PresharedKeyMissing", "peer \(peer.name): \(file) does not exist")
                 }
-                psks[peer.publicKey.base64] = String(decoding: bytes, as: UTF8.self).trimmingNewlines
+                psks[peer.publicKey.base64] = try Self.key(bytes, file: file.value)
             }
         }
         return Observed(privateKey: key, link: link, device: device,
@@ -145,15 +145,19 @@ public struct WireGuardReconciler: Reconciler {
             guard let key = try host.files.read(desired.privateKeyFile.value) else {
                 throw ReconcileError(.failed, reason: "KeyMissing", "\(desired.privateKeyFile) disappeared")
             }
+            let privateKey = try Self.key(key, file: desired.privateKeyFile.value)
             var psks: [String: String] = [:]
             for peer in desired.peers {
-                if let file = peer.presharedKeyFile, let bytes = try host.files.read(file.value) {
-                    psks[peer.publicKey.base64] = String(decoding: bytes, as: UTF8.self).trimmingNewlines
+                guard let file = peer.presharedKeyFile else { continue }
+                guard let bytes = try host.files.read(file.value) else {
+                    throw ReconcileError(.stalled, reason: "PresharedKeyMissing", "peer \(peer.name): \(file) does not exist")
                 }
+                psks[peer.publicKey.base64] = try Self.key(bytes, file: file.value)
             }
-            // The key goes to wg on stdin: never on a command line, never in a temp file.
-            let config = WireGuardConfig.sync(desired, privateKey: String(decoding: key, as: UTF8.self).trimmingNewlines, presharedKeys: psks)
-            try await commands.check(Command("wg", ["syncconf", iface, "/dev/stdin"], input: Array(config.utf8)))
+            // The key goes to wg on stdin: never on a command line, never in a temp file; and
+            // wg's complaints, which may quote a key, stay out of the error.
+            let config = WireGuardConfig.sync(desired, privateKey: privateKey, presharedKeys: psks)
+            try await commands.check(Command("wg", ["syncconf", iface, "/dev/stdin"], input: Array(config.utf8), holdsSecrets: true))
         }
         if steps.contains("set-up") || steps.contains("create-link") {
             try await commands.check(Command("ip", ["link", "set", "dev", iface, "up"]))
@@ -164,6 +168,16 @@ public struct WireGuardReconciler: Reconciler {
                 try host.files.write(path, after, mode: mode)
             }
         }
+    }
+
+    /// A WireGuard key file's content: one base64 key of 32 bytes. Checked before `wg` sees it,
+    /// so a malformed file is named here, without `wg` echoing its content.
+    static func key(_ bytes: [UInt8], file: String) throws -> String {
+        let text = String(decoding: bytes, as: UTF8.self).trimmingNewlines
+        guard (try? WireGuardKey(parsing: text)) != nil else {
+            throw ReconcileError(.stalled, reason: "MalformedKey", "\(file) does not hold one WireGuard key (base64 of 32 bytes, as `wg genkey` writes)")
+        }
+        return text
     }
 
     private func createLink(_ desired: WireGuardSpec) async throws {
