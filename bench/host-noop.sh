@@ -25,7 +25,7 @@ cleanup() {
 trap cleanup EXIT
 ip netns add "$ns"
 ip netns exec "$ns" ip link set lo up
-ip netns exec "$ns" ip link add eth0 type dummy   # the public interface the firewall names
+ip netns exec "$ns" ip link add eth0 type veth peer name eth0peer   # the public interface the firewall names
 
 venv=$work/venv
 python3 -m venv "$venv"
