@@ -38,7 +38,10 @@ let package = Package(
         // Fixture paths and temp directories for the test targets.
         .target(name: "TestSupport", dependencies: ["Reconcilers"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "YAMLTests", dependencies: ["YAML"], swiftSettings: strict),
-        .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "YAML", "TestSupport"], swiftSettings: strict),
+        // A Kubernetes API server for tests (TLS by socat in front of an HTTP core).
+        .target(name: "KubeTestServer", dependencies: ["YAML", "Reconcilers", "TestSupport"], path: "Tests/KubeTestServer",
+                swiftSettings: strict),
+        .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "YAML", "TestSupport", "KubeTestServer"], swiftSettings: strict),
         .testTarget(name: "ReconcilersTests", dependencies: ["Reconcilers", "YAML", "TestSupport"],
                     swiftSettings: strict),
         // Depends on the executable so `swift test` always builds the `nodeagent` binary it runs.

@@ -23,6 +23,27 @@ public indirect enum JSONValue: Sendable, Equatable {
         .object(pairs.map { Member($0.key, $0.value) })
     }
 
+    /// Parses JSON text. JSON is YAML, so the YAML layer reads it, with its limits.
+    public static func parse(_ bytes: [UInt8]) -> JSONValue? {
+        guard let node = try? YAMLParser().parseDocument(bytes, file: "body") else { return nil }
+        return JSONValue(node)
+    }
+
+    public var string: String? {
+        if case .string(let s) = self { return s }
+        return nil
+    }
+
+    public var int: Int? {
+        if case .int(let i) = self { return i }
+        return nil
+    }
+
+    public var array: [JSONValue]? {
+        if case .array(let a) = self { return a }
+        return nil
+    }
+
     public subscript(key: String) -> JSONValue? {
         guard case .object(let members) = self else { return nil }
         return members.first { $0.key == key }?.value

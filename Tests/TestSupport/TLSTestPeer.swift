@@ -37,7 +37,7 @@ public final class TLSTestPeer: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    static func canConnect(_ port: Int) -> Bool {
+    public static func canConnect(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()

@@ -1,0 +1,187 @@
+#if canImport(FoundationEssentials)
+internal import FoundationEssentials
+#else
+internal import Foundation
+#endif
+public import YAML
+
+/// A `metav1.Status` failure from the API server: code, reason, message.
+public struct KubeStatusError: Error, Sendable, CustomStringConvertible {
+    public var code: Int
+    /// `NotFound`, `AlreadyExists`, `Conflict`, `Invalid`, `Forbidden`, `TooManyRequests`…
+    public var reason: String
+    public var message: String
+
+    public var isNotFound: Bool { code == 404 }
+    public var isConflict: Bool { code == 409 }
+    public var description: String { "\(code) \(reason): \(message)" }
+
+    init(_ response: HTTPResponse) {
+        let body = JSONValue.parse(response.body)
+        code = body?["code"]?.int ?? response.status
+        reason = body?["reason"]?.string ?? "HTTP\(response.status)"
+        message = body?["message"]?.string ?? String(decoding: response.body.prefix(300), as: UTF8.self)
+    }
+}
+
+/// How failed requests are retried: connection failures, 429 and 5xx, with capped exponential
+/// backoff, honouring `Retry-After`.
+public struct RetryPolicy: Sendable {
+    public var attempts: Int
+    public var initialDelay: Duration
+    public var maxDelay: Duration
+
+    public init(attempts: Int = 5, initialDelay: Duration = .milliseconds(200), maxDelay: Duration = .seconds(5)) {
+        self.attempts = attempts
+        self.initialDelay = initialDelay
+        self.maxDelay = maxDelay
+    }
+}
+
+/// Which objects a call is about: a resource of a group version, optionally in a namespace,
+/// optionally one name.
+public struct ResourceRef: Sendable, Hashable {
+    public var group: String
+    public var version: String
+    public var plural: String
+    public var namespace: String?
+    public var name: String?
+
+    public init(group: String = "", version: String = "v1", plural: String, namespace: String? = nil, name: String? = nil) {
+        (self.group, self.version, self.plural, self.namespace, self.name) = (group, version, plural, namespace, name)
+    }
+
+    var path: String {
+        var p = group.isEmpty ? "/api/\(version)" : "/apis/\(group)/\(version)"
+        if let namespace { p += "/namespaces/\(namespace)" }
+        p += "/\(plural)"
+        if let name { p += "/\(name)" }
+        return p
+    }
+}
+
+/// The Kubernetes API: get, list, server-side apply, delete and discovery, over `CurlTransport`.
+/// Objects are untyped JSON; nothing here knows about reconcilers.
+public final class KubeAPI: Sendable {
+    public static let fieldManager = KubeClientIdentity.fieldManager
+    let transport: CurlTransport
+    let retry: RetryPolicy
+
+    public init(config: Kubeconfig, retry: RetryPolicy = RetryPolicy()) {
+        transport = CurlTransport(config: config)
+        self.retry = retry
+    }
+
+    /// `GET /version`'s `gitVersion`, such as `v1.31.4+k3s1`.
+    public func serverVersion() async throws -> String {
+        let v = try await json("GET", "/version")
+        return v["gitVersion"]?.string ?? "unknown"
+    }
+
+    public func get(_ ref: ResourceRef) async throws -> JSONValue {
+        try await json("GET", ref.path)
+    }
+
+    /// Every matching object, following `continue` tokens page by page.
+    public func list(_ ref: ResourceRef, labelSelector: String? = nil, pageSize: Int = 500) async throws -> [JSONValue] {
+        var items: [JSONValue] = []
+        var token: String?
+        repeat {
+            var query = ["limit=\(pageSize)"]
+            if let labelSelector { query.append("labelSelector=\(Self.escape(labelSelector))") }
+            if let token { query.append("continue=\(Self.escape(token))") }
+            let page = try await json("GET", ref.path + "?" + query.joined(separator: "&"))
+            items += page["items"]?.array ?? []
+            token = page["metadata"]?["continue"]?.string
+        } while token?.isEmpty == false
+        return items
+    }
+
+    /// Server-side apply (`PATCH`, `application/apply-patch+yaml`, `fieldManager=nodeagent`,
+    /// `force=true`); with `dryRun`, the server computes the result without storing it.
+    /// - Returns: the object as the server has (or would have) it.
+    public func apply(_ object: JSONValue, to ref: ResourceRef, force: Bool = true, dryRun: Bool = false) async throws -> JSONValue {
+        var query = "fieldManager=\(Self.fieldManager)&force=\(force)"
+        if dryRun { query += "&dryRun=All" }
+        return try await json("PATCH", ref.path + "?" + query, body: Array(object.jsonText.utf8),
+                              contentType: "application/apply-patch+yaml")
+    }
+
+    /// Deletes one object; a missing one is not an error.
+    /// - Returns: whether it existed.
+    @discardableResult
+    public func delete(_ ref: ResourceRef, propagationPolicy: String = "Background") async throws -> Bool {
+        do {
+            _ = try await json("DELETE", ref.path + "?propagationPolicy=\(propagationPolicy)")
+            return true
+        } catch let error as KubeStatusError where error.isNotFound {
+            return false
+        }
+    }
+
+    /// Whether the API server serves a group version (`helm.cattle.io/v1`) with a resource.
+    public func serves(group: String, version: String, plural: String) async throws -> Bool {
+        do {
+            let list = try await json("GET", group.isEmpty ? "/api/\(version)" : "/apis/\(group)/\(version)")
+            return list["resources"]?.array?.contains { $0["name"]?.string == plural } ?? false
+        } catch let error as KubeStatusError where error.isNotFound {
+            return false
+        }
+    }
+
+    // MARK: -
+
+    func json(_ method: String, _ path: String, body: [UInt8]? = nil, contentType: String? = nil) async throws -> JSONValue {
+        var headers: [(name: String, value: String)] = [("Accept", "application/json")]
+        if let contentType { headers.append(("Content-Type", contentType)) }
+        let response = try await send(HTTPRequest(method, path, headers: headers, body: body))
+        guard (200..<300).contains(response.status) else { throw KubeStatusError(response) }
+        guard let value = JSONValue.parse(response.body) else {
+            throw KubeStatusError(code: response.status, reason: "BadResponse", message: "the response is not JSON")
+        }
+        return value
+    }
+
+    /// Sends with retries: transport failures, 429 and 5xx are tried again up to the policy's
+    /// cap, waiting `Retry-After` when the server gives one, else a doubling delay.
+    func send(_ request: HTTPRequest) async throws -> HTTPResponse {
+        var delay = retry.initialDelay
+        var attempt = 1
+        while true {
+            var wait = delay
+            do {
+                let response = try await transport.send(request)
+                let retryable = response.status == 429 || (500...599).contains(response.status)
+                if !retryable || attempt >= retry.attempts { return response }
+                if let after = response.headers["retry-after"].flatMap(Int.init) { wait = .seconds(min(after, 30)) }
+            } catch {
+                if attempt >= retry.attempts { throw error }
+            }
+            try await Task.sleep(for: wait)
+            delay = min(delay * 2, retry.maxDelay)
+            attempt += 1
+        }
+    }
+
+    static func escape(_ s: String) -> String {
+        var out = ""
+        for b in s.utf8 {
+            let c = Character(UnicodeScalar(b))
+            if c.isASCII && (c.isLetter || c.isNumber || "-_.~".contains(c)) {
+                out.append(c)
+            } else {
+                let hex = String(b, radix: 16, uppercase: true)
+                out += "%" + (hex.count == 1 ? "0" : "") + hex
+            }
+        }
+        return out
+    }
+}
+
+extension KubeStatusError {
+    init(code: Int, reason: String, message: String) {
+        self.code = code
+        self.reason = reason
+        self.message = message
+    }
+}

@@ -1,0 +1,349 @@
+import Foundation
+import Synchronization
+import Reconcilers
+import TestSupport
+public import YAML
+
+/// A Kubernetes API server for tests that speaks the real protocol: HTTPS with its own CA and
+/// client-certificate verification (socat terminates TLS in front of an HTTP core), bearer
+/// tokens, an in-memory store with resourceVersion and uid, get/list (label selectors,
+/// pagination)/create/delete/server-side apply (field managers, conflicts, force, dry run),
+/// real `Status` bodies, discovery documents for built-in and registered kinds, and faults to
+/// inject. The watch endpoint and the kubectl checks come with the rest of the client.
+public final class KubeTestServer: @unchecked Sendable {
+    public struct ResourceType: Sendable, Equatable {
+        public var group: String
+        public var version: String
+        public var kind: String
+        public var plural: String
+        public var namespaced: Bool
+        var groupVersion: String { group.isEmpty ? version : "\(group)/\(version)" }
+
+        public init(group: String, version: String, kind: String, plural: String, namespaced: Bool) {
+            (self.group, self.version, self.kind, self.plural, self.namespaced) = (group, version, kind, plural, namespaced)
+        }
+    }
+
+    struct Key: Hashable {
+        var resource: String
+        var groupVersion: String
+        var namespace: String
+        var name: String
+    }
+
+    struct Stored {
+        var object: JSONValue
+        /// Field manager → the leaf paths it owns through apply.
+        var owners: [String: Set<[String]>]
+    }
+
+    struct State {
+        var types: [ResourceType]
+        var objects: [Key: Stored] = [:]
+        var order: [Key] = []
+        var resourceVersion = 100
+        var failures: [(status: Int, retryAfter: Int?)] = []
+        var requests: [String] = []
+    }
+
+    public let tls: TLSPaths
+    /// `https://127.0.0.1:PORT`, demanding a client certificate from the test CA.
+    public let url: String
+    /// The same API, for bearer tokens (TLS without a client certificate).
+    public let tokenURL: String
+    public let token = "test-token-\(UInt32.random(in: 0...UInt32.max))"
+    let state: Mutex<State>
+    private var servers: [HTTPServer] = []
+    private var proxies: [Int32] = []
+
+    public struct TLSPaths: Sendable {
+        public var directory: String
+        public func pem(_ name: String) -> [UInt8] { Array((try? Data(contentsOf: URL(fileURLWithPath: "\(directory)/\(name)"))) ?? Data()) }
+    }
+
+    public static let builtIn = [
+        ResourceType(group: "", version: "v1", kind: "Namespace", plural: "namespaces", namespaced: false),
+        ResourceType(group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", namespaced: true),
+        ResourceType(group: "", version: "v1", kind: "Secret", plural: "secrets", namespaced: true),
+        ResourceType(group: "", version: "v1", kind: "Node", plural: "nodes", namespaced: false),
+    ]
+
+    public init() async throws {
+        let dir = Fixtures.temporaryDirectory()
+        try await SystemCommandRunner().check(Command("python3", [Fixtures.repository + "/Tests/Fixtures/pki/make.py", dir]))
+        tls = TLSPaths(directory: dir)
+        state = Mutex(State(types: Self.builtIn))
+        let mtlsPort = Int.random(in: 20000...39999), tokenPort = Int.random(in: 40000...59999)
+        url = "https://127.0.0.1:\(mtlsPort)"
+        tokenURL = "https://127.0.0.1:\(tokenPort)"
+        let certified = try HTTPServer { [unowned self] in self.handle($0, clientCertificate: true) }
+        let tokened = try HTTPServer { [unowned self] in self.handle($0, clientCertificate: false) }
+        servers = [certified, tokened]
+        let common = "cert=\(dir)/server.pem,key=\(dir)/server.key,cafile=\(dir)/ca.pem,reuseaddr,fork"
+        proxies.append(try DetachedProcess.spawn(["/usr/bin/socat", "OPENSSL-LISTEN:\(mtlsPort),\(common),verify=1",
+                                                  "TCP:127.0.0.1:\(certified.port)"]))
+        proxies.append(try DetachedProcess.spawn(["/usr/bin/socat", "OPENSSL-LISTEN:\(tokenPort),\(common),verify=0",
+                                                  "TCP:127.0.0.1:\(tokened.port)"]))
+        for port in [mtlsPort, tokenPort] {
+            var up = false
+            for _ in 0..<100 where !up {
+                up = TLSTestPeer.canConnect(port)
+                if !up { try await Task.sleep(for: .milliseconds(30)) }
+            }
+            guard up else { stop(); throw CommandError(code: .failed, command: "socat", message: "TLS proxy on \(port) did not start") }
+        }
+    }
+
+    public func stop() {
+        for pid in proxies { DetachedProcess.stop(pid) }
+        proxies = []
+        for s in servers { s.stop() }
+        servers = []
+        try? FileManager.default.removeItem(atPath: tls.directory)
+    }
+
+    /// Serves a new kind, as an established CRD would.
+    public func register(_ type: ResourceType) {
+        state.withLock { $0.types.append(type) }
+    }
+
+    /// The next `count` requests get `status` (429 or 503, say), with `Retry-After` if given.
+    public func failNext(_ count: Int, status: Int, retryAfter: Int? = nil) {
+        state.withLock { s in for _ in 0..<count { s.failures.append((status, retryAfter)) } }
+    }
+
+    /// "METHOD PATH" of every request served so far.
+    public var requests: [String] { state.withLock { $0.requests } }
+
+    public func object(_ plural: String, namespace: String = "", name: String, groupVersion: String = "v1") -> JSONValue? {
+        state.withLock { $0.objects[Key(resource: plural, groupVersion: groupVersion, namespace: namespace, name: name)]?.object }
+    }
+
+    // MARK: - Requests
+
+    func handle(_ request: HTTPServer.Request, clientCertificate: Bool) -> HTTPServer.Response {
+        state.withLock { $0.requests.append("\(request.method) \(request.path)") }
+        if !clientCertificate, request.headers["authorization"] != "Bearer \(token)" {
+            return status(401, "Unauthorized", "Unauthorized")
+        }
+        if let failure = state.withLock({ s in s.failures.isEmpty ? nil : s.failures.removeFirst() }) {
+            var r = status(failure.status, failure.status == 429 ? "TooManyRequests" : "ServiceUnavailable", "injected failure")
+            if let after = failure.retryAfter, case .full(let code, var headers, let body) = r {
+                headers.append(("Retry-After", String(after)))
+                r = .full(status: code, headers: headers, body: body)
+            }
+            return r
+        }
+        if request.path == "/version" {
+            return json(200, .object(["major": .string("1"), "minor": .string("31"), "gitVersion": .string("v1.31.4+k3s1"),
+                                      "platform": .string("linux/amd64")]))
+        }
+        if request.path == "/api" {
+            return json(200, .object(["kind": .string("APIVersions"), "versions": .array([.string("v1")])]))
+        }
+        if request.path == "/apis" { return json(200, groupList()) }
+        let segments = request.path.split(separator: "/").map(String.init)
+        guard let (groupVersion, rest) = Self.splitGroupVersion(segments) else {
+            return status(404, "NotFound", "the server could not find the requested resource")
+        }
+        let types = state.withLock { $0.types.filter { $0.groupVersion == groupVersion } }
+        guard !types.isEmpty else { return status(404, "NotFound", "the server could not find the requested resource") }
+        if rest.isEmpty { return json(200, resourceList(groupVersion, types)) }
+        var namespace = "", resource = rest[0], name: String? = rest.count > 1 ? rest[1] : nil
+        if rest.count >= 3, rest[0] == "namespaces", types.contains(where: { $0.plural == rest[2] && $0.namespaced }) {
+            namespace = rest[1]
+            resource = rest[2]
+            name = rest.count > 3 ? rest[3] : nil
+        }
+        guard let type = types.first(where: { $0.plural == resource }) else {
+            return status(404, "NotFound", "the server could not find the requested resource")
+        }
+        switch (request.method, name) {
+        case ("GET", nil): return list(type, namespace: namespace, request)
+        case ("GET", let name?): return get(type, namespace: namespace, name: name)
+        case ("DELETE", let name?): return delete(type, namespace: namespace, name: name)
+        case ("PATCH", let name?): return apply(type, namespace: namespace, name: name, request)
+        default: return status(405, "MethodNotAllowed", "\(request.method) is not supported here")
+        }
+    }
+
+    static func splitGroupVersion(_ s: [String]) -> (String, [String])? {
+        if s.count >= 2, s[0] == "api" { return (s[1], Array(s.dropFirst(2))) }
+        if s.count >= 3, s[0] == "apis" { return ("\(s[1])/\(s[2])", Array(s.dropFirst(3))) }
+        return nil
+    }
+
+    func get(_ type: ResourceType, namespace: String, name: String) -> HTTPServer.Response {
+        let key = Key(resource: type.plural, groupVersion: type.groupVersion, namespace: namespace, name: name)
+        guard let stored = state.withLock({ $0.objects[key] }) else { return notFound(type, name) }
+        return json(200, stored.object)
+    }
+
+    func list(_ type: ResourceType, namespace: String, _ request: HTTPServer.Request) -> HTTPServer.Response {
+        let selector = (request.query["labelSelector"] ?? "").split(separator: ",").compactMap { term -> (String, String, Bool)? in
+            if let r = term.range(of: "!=") { return (String(term[..<r.lowerBound]), String(term[r.upperBound...]), false) }
+            let kv = term.split(separator: "=", maxSplits: 1).map(String.init)
+            return kv.count == 2 ? (kv[0], kv[1].hasPrefix("=") ? String(kv[1].dropFirst()) : kv[1], true) : nil
+        }
+        let (items, rv) = state.withLock { s -> ([JSONValue], Int) in
+            let matching = s.order.filter { $0.resource == type.plural && $0.groupVersion == type.groupVersion && (namespace.isEmpty || $0.namespace == namespace) }
+                .compactMap { s.objects[$0]?.object }
+                .filter { o in selector.allSatisfy { (k, v, equal) in (o[["metadata", "labels", k]]?.string == v) == equal } }
+            return (matching, s.resourceVersion)
+        }
+        let start = Int(request.query["continue"] ?? "") ?? 0
+        let limit = Int(request.query["limit"] ?? "") ?? Int.max
+        let page = Array(items.dropFirst(start).prefix(limit))
+        var metadata: [JSONValue.Member] = [.init("resourceVersion", .string(String(rv)))]
+        if start + page.count < items.count { metadata.append(.init("continue", .string(String(start + page.count)))) }
+        return json(200, .object(["kind": .string("\(type.kind)List"), "apiVersion": .string(type.groupVersion),
+                                  "metadata": .object(metadata), "items": .array(page)]))
+    }
+
+    func delete(_ type: ResourceType, namespace: String, name: String) -> HTTPServer.Response {
+        let key = Key(resource: type.plural, groupVersion: type.groupVersion, namespace: namespace, name: name)
+        let removed = state.withLock { s -> JSONValue? in
+            guard let stored = s.objects.removeValue(forKey: key) else { return nil }
+            s.order.removeAll { $0 == key }
+            s.resourceVersion += 1
+            return stored.object
+        }
+        guard let removed else { return notFound(type, name) }
+        return json(200, removed)
+    }
+
+    /// Server-side apply: the patch's fields become the manager's; fields it owned before and no
+    /// longer sets are removed; a field another manager owns with a different value is a 409
+    /// conflict unless `force=true`, which takes it over.
+    func apply(_ type: ResourceType, namespace: String, name: String, _ request: HTTPServer.Request) -> HTTPServer.Response {
+        guard request.headers["content-type"]?.hasPrefix("application/apply-patch+yaml") == true else {
+            return status(415, "UnsupportedMediaType", "only application/apply-patch+yaml is supported")
+        }
+        guard let manager = request.query["fieldManager"], !manager.isEmpty else {
+            return status(422, "Invalid", "fieldManager is required for apply requests")
+        }
+        guard var patch = JSONValue.parse(request.body), patch.members != nil else {
+            return status(400, "BadRequest", "the body is not a YAML or JSON object")
+        }
+        guard patch[["kind"]]?.string == type.kind, patch[["apiVersion"]]?.string == type.groupVersion,
+              patch[["metadata", "name"]]?.string == name else {
+            return status(400, "BadRequest", "apiVersion, kind and metadata.name must match the URL")
+        }
+        guard Self.isDNSSubdomain(name) else { return status(422, "Invalid", "metadata.name: Invalid value: \"\(name)\"") }
+        if type.namespaced { patch[["metadata", "namespace"]] = .string(namespace) }
+        let force = request.query["force"] == "true"
+        let dryRun = request.query["dryRun"] == "All"
+        let key = Key(resource: type.plural, groupVersion: type.groupVersion, namespace: namespace, name: name)
+        return state.withLock { s -> HTTPServer.Response in
+            let existing = s.objects[key]
+            var owners = existing?.owners ?? [:]
+            let paths = Set(patch.leafPaths.filter { !Self.identityPaths.contains($0) })
+            var object = existing?.object ?? .object([])
+            // Conflicts: a field owned by someone else whose value this patch changes.
+            var conflicts: [String] = []
+            for (other, owned) in owners where other != manager {
+                for path in paths.intersection(owned) where object[path] != patch[path] {
+                    conflicts.append("\(other): .\(path.joined(separator: "."))")
+                }
+            }
+            if !conflicts.isEmpty, !force {
+                return status(409, "Conflict", "Apply failed with \(conflicts.count) conflict(s): \(conflicts.sorted().joined(separator: "; "))")
+            }
+            for other in owners.keys where other != manager { owners[other]?.subtract(paths) }
+            // Fields this manager set before but not now go, unless another manager holds them.
+            let others = owners.filter { $0.key != manager }.values.reduce(Set<[String]>()) { $0.union($1) }
+            for path in (owners[manager] ?? []).subtracting(paths) where !others.contains(path) { object[path] = nil }
+            owners[manager] = paths
+            object = object.merging(patch)
+            let old = existing.map { Self.comparable($0.object) }
+            if let existing, old == Self.comparable(object) {
+                return json(200, existing.object)   // idempotent: nothing changes, not even resourceVersion
+            }
+            let rv = dryRun ? s.resourceVersion : s.resourceVersion + 1
+            object[["metadata", "resourceVersion"]] = .string(String(rv))
+            object[["metadata", "uid"]] = existing?.object[["metadata", "uid"]] ?? .string(UUID().uuidString.lowercased())
+            object[["metadata", "creationTimestamp"]] = existing?.object[["metadata", "creationTimestamp"]] ?? .string("2026-01-01T00:00:00Z")
+            object[["metadata", "managedFields"]] = .array(owners.keys.sorted().map { m in
+                .object(["manager": .string(m), "operation": .string("Apply"), "apiVersion": .string(type.groupVersion),
+                         "fieldsType": .string("FieldsV1"), "fieldsV1": Self.fieldsV1(owners[m] ?? [])])
+            })
+            if !dryRun {
+                s.resourceVersion = rv
+                if existing == nil { s.order.append(key) }
+                s.objects[key] = Stored(object: object, owners: owners)
+            }
+            return json(existing == nil ? 201 : 200, object)
+        }
+    }
+
+    static let identityPaths: Set<[String]> = [["apiVersion"], ["kind"], ["metadata", "name"], ["metadata", "namespace"]]
+
+    static func comparable(_ o: JSONValue) -> JSONValue {
+        var c = o
+        c[["metadata", "managedFields"]] = nil
+        c[["metadata", "resourceVersion"]] = nil
+        return c
+    }
+
+    static func fieldsV1(_ paths: Set<[String]>) -> JSONValue {
+        var out = JSONValue.object([])
+        for path in paths.sorted(by: { $0.lexicographicallyPrecedes($1) }) { out[path.map { "f:\($0)" }] = .object([]) }
+        return out
+    }
+
+    static func isDNSSubdomain(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 253 && name.allSatisfy { $0.isLowercase || $0.isNumber || $0 == "-" || $0 == "." }
+            && name.first!.isLetter || name.first!.isNumber
+    }
+
+    // MARK: - Documents
+
+    func groupList() -> JSONValue {
+        let types = state.withLock { $0.types.filter { !$0.group.isEmpty } }
+        var groups: [String: [String]] = [:]
+        for t in types where !(groups[t.group]?.contains(t.version) ?? false) { groups[t.group, default: []].append(t.version) }
+        return .object(["kind": .string("APIGroupList"), "apiVersion": .string("v1"), "groups": .array(groups.keys.sorted().map { g in
+            let versions = groups[g]!.map { JSONValue.object(["groupVersion": .string("\(g)/\($0)"), "version": .string($0)]) }
+            return .object(["name": .string(g), "versions": .array(versions), "preferredVersion": versions[0]])
+        })])
+    }
+
+    func resourceList(_ groupVersion: String, _ types: [ResourceType]) -> JSONValue {
+        .object(["kind": .string("APIResourceList"), "apiVersion": .string("v1"), "groupVersion": .string(groupVersion),
+                 "resources": .array(types.map { t in
+                     .object(["name": .string(t.plural), "singularName": .string(t.kind.lowercased()), "namespaced": .bool(t.namespaced),
+                              "kind": .string(t.kind),
+                              "verbs": .array(["create", "delete", "get", "list", "patch", "update", "watch"].map(JSONValue.string))])
+                 })])
+    }
+
+    func notFound(_ type: ResourceType, _ name: String) -> HTTPServer.Response {
+        status(404, "NotFound", "\(type.plural)\(type.group.isEmpty ? "" : ".\(type.group)") \"\(name)\" not found",
+               details: .object(["name": .string(name), "group": .string(type.group), "kind": .string(type.plural)]))
+    }
+
+    func status(_ code: Int, _ reason: String, _ message: String, details: JSONValue? = nil) -> HTTPServer.Response {
+        var body: [JSONValue.Member] = [.init("kind", .string("Status")), .init("apiVersion", .string("v1")), .init("metadata", .object([])),
+                                        .init("status", .string("Failure")), .init("message", .string(message)),
+                                        .init("reason", .string(reason)), .init("code", .int(code))]
+        if let details { body.insert(.init("details", details), at: 6) }
+        return json(code, .object(body))
+    }
+
+    func json(_ code: Int, _ value: JSONValue) -> HTTPServer.Response {
+        .full(status: code, headers: [("Content-Type", "application/json")], body: Array(value.jsonText.utf8))
+    }
+}
+
+extension KubeTestServer {
+    /// An apply as another client would send it (another field manager, no force), over TLS.
+    public func rawApply(_ object: JSONValue, path: String) async throws -> (status: Int, body: [UInt8]) {
+        let r = try await SystemCommandRunner().run(Command("curl", [
+            "-s", "-o", "/dev/stdout", "-w", "\n%{http_code}", "--cacert", tls.directory + "/ca.pem",
+            "--cert", tls.directory + "/client.pem", "--key", tls.directory + "/client.key",
+            "-X", "PATCH", "-H", "Content-Type: application/apply-patch+yaml", "--data-binary", "@-", url + path,
+        ], input: Array(object.jsonText.utf8)))
+        let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        return (Int(lines.last ?? "") ?? 0, Array(lines.dropLast().joined(separator: "\n").utf8))
+    }
+}
