@@ -16,6 +16,8 @@ static inline CURLcode CCurl_setoptBlob(CURL *h, CURLoption o, const void *data,
 typedef size_t (*CCurl_WriteCallback)(char *, size_t, size_t, void *);
 static inline CURLcode CCurl_setoptWriteFunction(CURL *h, CCurl_WriteCallback cb) { return curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, cb); }
 static inline CURLcode CCurl_setoptHeaderFunction(CURL *h, CCurl_WriteCallback cb) { return curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, cb); }
+typedef int (*CCurl_XferInfoCallback)(void *, curl_off_t, curl_off_t, curl_off_t, curl_off_t);
+static inline CURLcode CCurl_setoptXferInfoFunction(CURL *h, CCurl_XferInfoCallback cb) { return curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, cb); }
 static inline CURLcode CCurl_getinfoLong(CURL *h, CURLINFO i, long *out) { return curl_easy_getinfo(h, i, out); }
 /* CURL_GLOBAL_DEFAULT imports as Int32 while curl_global_init takes a long. */
 static inline long CCurl_globalDefault(void) { return CURL_GLOBAL_DEFAULT; }

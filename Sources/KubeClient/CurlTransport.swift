@@ -27,6 +27,11 @@ public struct HTTPResponse: Sendable {
     public var body: [UInt8]
 }
 
+/// A streaming request answered with something other than 200.
+public struct StreamStatusError: Error, Sendable {
+    public var response: HTTPResponse
+}
+
 /// A transport failure: no HTTP response at all (connection refused, TLS refused, timeout).
 public struct TransportError: Error, Sendable, CustomStringConvertible {
     /// libcurl's `CURLcode`.
@@ -57,6 +62,35 @@ public final class CurlTransport: Sendable {
         let handle = self.handle
         worker.submit { handle.close() }
         worker.stop()
+    }
+
+    /// Opens a streaming request (a watch) on a connection of its own, handing on body bytes
+    /// as they arrive. Ending the consuming loop (or cancelling its task) closes the connection
+    /// within about a second, even when the server sends nothing.
+    /// - Returns: the body in chunks; a non-200 answer ends the stream with its response as
+    ///   `StreamStatusError`.
+    public func stream(_ request: HTTPRequest) -> AsyncThrowingStream<[UInt8], any Error> {
+        let config = self.config
+        return AsyncThrowingStream { continuation in
+            let sink = ResponseSink()
+            sink.onChunk = { continuation.yield($0) }
+            let worker = Worker(name: "kube-watch")
+            worker.submit {
+                let handle = HandleBox()
+                let result = handle.perform(request, config: config, sink: sink)
+                handle.close()
+                switch result {
+                case .success(let response) where response.status == 200:
+                    continuation.finish()
+                case .success(let response):
+                    continuation.finish(throwing: StreamStatusError(response: response))
+                case .failure(let error):
+                    continuation.finish(throwing: error)
+                }
+            }
+            worker.stop()
+            continuation.onTermination = { _ in sink.cancelled.store(true, ordering: .relaxed) }
+        }
     }
 
     /// Sends one request and collects the whole response.
@@ -94,12 +128,11 @@ final class HandleBox: @unchecked Sendable {
         curl = nil
     }
 
-    func perform(_ request: HTTPRequest, config: Kubeconfig) -> Result<HTTPResponse, TransportError> {
+    func perform(_ request: HTTPRequest, config: Kubeconfig, sink: ResponseSink = ResponseSink()) -> Result<HTTPResponse, TransportError> {
         if curl == nil { curl = curl_easy_init() }
         guard let h = curl else { return .failure(TransportError(code: 2, message: "curl_easy_init failed")) }
         // reset keeps the connection cache: the next request reuses the open connection.
         curl_easy_reset(h)
-        let sink = ResponseSink()
         let unmanaged = Unmanaged.passRetained(sink)
         defer { unmanaged.release() }
         var headerList: UnsafeMutablePointer<curl_slist>?
@@ -116,6 +149,12 @@ final class HandleBox: @unchecked Sendable {
             try check(CCurl_setoptPointer(h, CURLOPT_WRITEDATA, unmanaged.toOpaque()), "WRITEDATA")
             try check(CCurl_setoptHeaderFunction(h, writeHeader), "HEADERFUNCTION")
             try check(CCurl_setoptPointer(h, CURLOPT_HEADERDATA, unmanaged.toOpaque()), "HEADERDATA")
+            if sink.onChunk != nil {
+                // Called about once a second even when no byte arrives: how a cancelled watch stops.
+                try check(CCurl_setoptLong(h, CURLOPT_NOPROGRESS, 0), "NOPROGRESS")
+                try check(CCurl_setoptXferInfoFunction(h, progress), "XFERINFOFUNCTION")
+                try check(CCurl_setoptPointer(h, CURLOPT_XFERINFODATA, unmanaged.toOpaque()), "XFERINFODATA")
+            }
             try configureTLS(h, config)
             var headers = request.headers
             if let token = config.token { headers.append(("Authorization", "Bearer \(token)")) }
@@ -138,6 +177,7 @@ final class HandleBox: @unchecked Sendable {
             return .failure(TransportError(code: -1, message: "\(error)"))
         }
         let rc = curl_easy_perform(h)
+        if sink.cancelled.load(ordering: .relaxed) { return .failure(TransportError(code: 42, message: "cancelled")) }
         guard rc == CURLE_OK else {
             return .failure(TransportError(code: Int(rc.rawValue), message: String(cString: curl_easy_strerror(rc))))
         }
@@ -172,10 +212,14 @@ final class HandleBox: @unchecked Sendable {
     }
 }
 
-/// Collects one response; lives for one `perform`, on the worker thread only.
-final class ResponseSink {
+/// Collects one response; lives for one `perform`, on the worker thread only. With
+/// `onChunk`, body bytes are handed on as they arrive instead (a watch).
+final class ResponseSink: @unchecked Sendable {
     var body: [UInt8] = []
     var headers: [String: String] = [:]
+    var status = 0
+    var onChunk: (([UInt8]) -> Void)?
+    let cancelled = Atomic<Bool>(false)
 }
 
 /// libcurl's write callback: the context comes through CURLOPT_WRITEDATA, as a C function
@@ -184,8 +228,15 @@ private let writeBody: CCurl_WriteCallback = { pointer, size, count, context in
     guard let pointer, let context else { return 0 }
     let sink = Unmanaged<ResponseSink>.fromOpaque(context).takeUnretainedValue()
     let n = size * count
-    pointer.withMemoryRebound(to: UInt8.self, capacity: n) { sink.body.append(contentsOf: UnsafeBufferPointer(start: $0, count: n)) }
+    if sink.cancelled.load(ordering: .relaxed) { return 0 }
+    let bytes = pointer.withMemoryRebound(to: UInt8.self, capacity: n) { Array(UnsafeBufferPointer(start: $0, count: n)) }
+    if let onChunk = sink.onChunk, sink.status == 200 { onChunk(bytes) } else { sink.body += bytes }
     return n   // anything else makes curl abort with CURLE_WRITE_ERROR
+}
+
+private let progress: CCurl_XferInfoCallback = { context, _, _, _, _ in
+    guard let context else { return 0 }
+    return Unmanaged<ResponseSink>.fromOpaque(context).takeUnretainedValue().cancelled.load(ordering: .relaxed) ? 1 : 0
 }
 
 private let writeHeader: CCurl_WriteCallback = { pointer, size, count, context in
@@ -195,6 +246,7 @@ private let writeHeader: CCurl_WriteCallback = { pointer, size, count, context i
     let line = pointer.withMemoryRebound(to: UInt8.self, capacity: n) { String(decoding: UnsafeBufferPointer(start: $0, count: n), as: UTF8.self) }
     if line.hasPrefix("HTTP/") {
         sink.headers = [:]   // a new response (after a redirect or 100 Continue)
+        sink.status = Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
     } else if let colon = line.firstIndex(of: ":") {
         let name = line[..<colon].lowercased()
         let value = line[line.index(after: colon)...].trimmingCharacters(in: " \r\n\t")

@@ -24,6 +24,17 @@ public struct KubeStatusError: Error, Sendable, CustomStringConvertible {
     }
 }
 
+/// One change seen by a watch.
+public enum WatchEvent: Sendable, Equatable {
+    case added(JSONValue)
+    case modified(JSONValue)
+    case deleted(JSONValue)
+    /// The server vouches that everything up to this version has been sent.
+    case bookmark(resourceVersion: String)
+    /// The whole collection as it is now: at the start, and after a 410 Gone.
+    case relisted([JSONValue])
+}
+
 /// How failed requests are retried: connection failures, 429 and 5xx, with capped exponential
 /// backoff, honouring `Retry-After`.
 public struct RetryPolicy: Sendable {
@@ -84,17 +95,93 @@ public final class KubeAPI: Sendable {
 
     /// Every matching object, following `continue` tokens page by page.
     public func list(_ ref: ResourceRef, labelSelector: String? = nil, pageSize: Int = 500) async throws -> [JSONValue] {
+        try await listWithVersion(ref, labelSelector: labelSelector, pageSize: pageSize).items
+    }
+
+    /// The objects and the collection's resourceVersion, from which a watch can continue.
+    public func listWithVersion(_ ref: ResourceRef, labelSelector: String? = nil, pageSize: Int = 500) async throws
+        -> (items: [JSONValue], resourceVersion: String) {
         var items: [JSONValue] = []
         var token: String?
+        var version = ""
         repeat {
             var query = ["limit=\(pageSize)"]
             if let labelSelector { query.append("labelSelector=\(Self.escape(labelSelector))") }
             if let token { query.append("continue=\(Self.escape(token))") }
             let page = try await json("GET", ref.path + "?" + query.joined(separator: "&"))
             items += page["items"]?.array ?? []
+            if version.isEmpty { version = page["metadata"]?["resourceVersion"]?.string ?? "" }
             token = page["metadata"]?["continue"]?.string
         } while token?.isEmpty == false
-        return items
+        return (items, version)
+    }
+
+    /// Watches a collection: first the current objects (`.relisted`), then every change, for as
+    /// long as the caller iterates. A dropped connection is resumed from the last
+    /// resourceVersion seen (bookmarks included); a `410 Gone` (the server forgot that far
+    /// back) is answered with a fresh list, delivered as `.relisted` again.
+    public func watch(_ ref: ResourceRef, labelSelector: String? = nil) -> AsyncThrowingStream<WatchEvent, any Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    try await self.runWatch(ref, labelSelector: labelSelector) { continuation.yield($0) }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    private func runWatch(_ ref: ResourceRef, labelSelector: String?, _ emit: @Sendable (WatchEvent) -> Void) async throws {
+        var version: String?
+        var failures = 0
+        while !Task.isCancelled {
+            if version == nil {
+                let (items, listed) = try await listWithVersion(ref, labelSelector: labelSelector)
+                emit(.relisted(items))
+                version = listed
+            }
+            var query = "watch=1&allowWatchBookmarks=true&resourceVersion=\(version ?? "")"
+            if let labelSelector { query += "&labelSelector=\(Self.escape(labelSelector))" }
+            var buffer: [UInt8] = []
+            do {
+                lines: for try await chunk in transport.stream(HTTPRequest("GET", ref.path + "?" + query, timeout: .seconds(3600))) {
+                    buffer += chunk
+                    while let newline = buffer.firstIndex(of: 10) {
+                        let line = Array(buffer[..<newline])
+                        buffer.removeFirst(newline + 1)
+                        guard let event = JSONValue.parse(line), let type = event["type"]?.string, let object = event["object"] else { continue }
+                        if type == "ERROR" {
+                            if object["code"]?.int == 410 { version = nil; break lines }
+                            throw KubeStatusError(code: object["code"]?.int ?? 500, reason: object["reason"]?.string ?? "Error",
+                                                  message: object["message"]?.string ?? "")
+                        }
+                        if let rv = object["metadata"]?["resourceVersion"]?.string { version = rv }
+                        switch type {
+                        case "ADDED": emit(.added(object))
+                        case "MODIFIED": emit(.modified(object))
+                        case "DELETED": emit(.deleted(object))
+                        case "BOOKMARK": emit(.bookmark(resourceVersion: version ?? ""))
+                        default: continue
+                        }
+                        failures = 0
+                    }
+                }
+            } catch let error as StreamStatusError where error.response.status == 410 {
+                version = nil
+            } catch is CancellationError {
+                return
+            } catch let error as TransportError {
+                if Task.isCancelled { return }
+                failures += 1
+                if failures >= retry.attempts { throw error }
+            }
+            // The server ended the watch (a timeout, a restart, a dropped connection): go on from
+            // the last version seen, after a short pause that grows while failures repeat.
+            try await Task.sleep(for: min(retry.initialDelay * (1 << min(failures, 5)), retry.maxDelay))
+        }
     }
 
     /// Server-side apply (`PATCH`, `application/apply-patch+yaml`, `fieldManager=nodeagent`,

@@ -9,7 +9,7 @@ public import YAML
 /// tokens, an in-memory store with resourceVersion and uid, get/list (label selectors,
 /// pagination)/create/delete/server-side apply (field managers, conflicts, force, dry run),
 /// real `Status` bodies, discovery documents for built-in and registered kinds, and faults to
-/// inject. The watch endpoint and the kubectl checks come with the rest of the client.
+/// inject, watches (with bookmarks, 410 Expired after `compact()`, dropped connections).
 public final class KubeTestServer: @unchecked Sendable {
     public struct ResourceType: Sendable, Equatable {
         public var group: String
@@ -44,6 +44,12 @@ public final class KubeTestServer: @unchecked Sendable {
         var resourceVersion = 100
         var failures: [(status: Int, retryAfter: Int?)] = []
         var requests: [String] = []
+        /// Every change, in order, for watches.
+        var events: [(rv: Int, type: String, key: Key, object: JSONValue)] = []
+        /// Watches from a resourceVersion below this get 410 Expired.
+        var compactedBelow = 0
+        /// Bumped to end every open watch (a dropped connection).
+        var watchGeneration = 0
     }
 
     public let tls: TLSPaths
@@ -112,6 +118,31 @@ public final class KubeTestServer: @unchecked Sendable {
         state.withLock { s in for _ in 0..<count { s.failures.append((status, retryAfter)) } }
     }
 
+    /// Ends every open watch connection, as a restarting API server or a proxy would.
+    public func dropWatches() {
+        state.withLock { $0.watchGeneration += 1 }
+    }
+
+    /// Forgets the event history: a watch from an older resourceVersion gets 410 Expired.
+    public func compact() {
+        state.withLock { $0.compactedBelow = $0.resourceVersion + 1 }
+    }
+
+    /// Creates or replaces an object as another client would (no field manager), for tests.
+    public func put(_ type: ResourceType, namespace: String = "", _ object: JSONValue) {
+        let name = object[["metadata", "name"]]?.string ?? ""
+        let key = Key(resource: type.plural, groupVersion: type.groupVersion, namespace: namespace, name: name)
+        state.withLock { s in
+            s.resourceVersion += 1
+            var o = object
+            o[["metadata", "resourceVersion"]] = .string(String(s.resourceVersion))
+            let isNew = s.objects[key] == nil
+            if isNew { s.order.append(key) }
+            s.objects[key] = Stored(object: o, owners: s.objects[key]?.owners ?? [:])
+            s.events.append((s.resourceVersion, isNew ? "ADDED" : "MODIFIED", key, o))
+        }
+    }
+
     /// "METHOD PATH" of every request served so far.
     public var requests: [String] { state.withLock { $0.requests } }
 
@@ -159,6 +190,7 @@ public final class KubeTestServer: @unchecked Sendable {
             return status(404, "NotFound", "the server could not find the requested resource")
         }
         switch (request.method, name) {
+        case ("GET", nil) where ["true", "1"].contains(request.query["watch"] ?? ""): return watch(type, namespace: namespace, request)
         case ("GET", nil): return list(type, namespace: namespace, request)
         case ("GET", let name?): return get(type, namespace: namespace, name: name)
         case ("DELETE", let name?): return delete(type, namespace: namespace, name: name)
@@ -200,12 +232,59 @@ public final class KubeTestServer: @unchecked Sendable {
                                   "metadata": .object(metadata), "items": .array(page)]))
     }
 
+    /// A watch: newline-delimited JSON events in a chunked body, from `resourceVersion` on (or,
+    /// without one, the current objects as ADDED first); ERROR 410 Expired when that version
+    /// is no longer in the history; BOOKMARK events when asked for.
+    func watch(_ type: ResourceType, namespace: String, _ request: HTTPServer.Request) -> HTTPServer.Response {
+        let from = Int(request.query["resourceVersion"] ?? "") ?? 0
+        let bookmarks = request.query["allowWatchBookmarks"] == "true"
+        let timeout = Double(request.query["timeoutSeconds"] ?? "") ?? 3600
+        let matches: @Sendable (Key) -> Bool = { k in
+            k.resource == type.plural && k.groupVersion == type.groupVersion && (namespace.isEmpty || k.namespace == namespace)
+        }
+        return .stream(status: 200, headers: [("Content-Type", "application/json")]) { [self] write in
+            func send(_ kind: String, _ object: JSONValue) -> Bool {
+                write(Array((JSONValue.object(["type": .string(kind), "object": object]).jsonText + "\n").utf8))
+            }
+            let (generation, compacted, current, now) = state.withLock { s in
+                (s.watchGeneration, s.compactedBelow, s.order.filter(matches).compactMap { s.objects[$0]?.object }, s.resourceVersion)
+            }
+            var last = from
+            if from == 0 {
+                for o in current { guard send("ADDED", o) else { return } }
+                last = now
+            } else if from < compacted {
+                _ = send("ERROR", .object(["kind": .string("Status"), "apiVersion": .string("v1"), "metadata": .object([]),
+                                           "status": .string("Failure"), "message": .string("too old resource version: \(from) (\(compacted))"),
+                                           "reason": .string("Expired"), "code": .int(410)]))
+                return
+            }
+            if bookmarks {
+                guard send("BOOKMARK", .object(["kind": .string(type.kind), "apiVersion": .string(type.groupVersion),
+                                                "metadata": .object(["resourceVersion": .string(String(max(last, now)))])])) else { return }
+            }
+            let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
+            while ContinuousClock.now < deadline {
+                let (events, gen) = state.withLock { s in (s.events.filter { $0.rv > last && matches($0.key) }, s.watchGeneration) }
+                if gen != generation { return }
+                for e in events {
+                    guard send(e.type, e.object) else { return }
+                    last = e.rv
+                }
+                usleep(20_000)
+            }
+        }
+    }
+
     func delete(_ type: ResourceType, namespace: String, name: String) -> HTTPServer.Response {
         let key = Key(resource: type.plural, groupVersion: type.groupVersion, namespace: namespace, name: name)
         let removed = state.withLock { s -> JSONValue? in
             guard let stored = s.objects.removeValue(forKey: key) else { return nil }
             s.order.removeAll { $0 == key }
             s.resourceVersion += 1
+            var gone = stored.object
+            gone[["metadata", "resourceVersion"]] = .string(String(s.resourceVersion))
+            s.events.append((s.resourceVersion, "DELETED", key, gone))
             return stored.object
         }
         guard let removed else { return notFound(type, name) }
@@ -271,6 +350,7 @@ public final class KubeTestServer: @unchecked Sendable {
                 s.resourceVersion = rv
                 if existing == nil { s.order.append(key) }
                 s.objects[key] = Stored(object: object, owners: owners)
+                s.events.append((rv, existing == nil ? "ADDED" : "MODIFIED", key, object))
             }
             return json(existing == nil ? 201 : 200, object)
         }
@@ -345,5 +425,28 @@ extension KubeTestServer {
         ], input: Array(object.jsonText.utf8)))
         let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
         return (Int(lines.last ?? "") ?? 0, Array(lines.dropLast().joined(separator: "\n").utf8))
+    }
+}
+
+extension KubeTestServer {
+    /// A kubeconfig file for this server with the test client certificate, for kubectl.
+    public func writeKubeconfig(to path: String) throws {
+        func b64(_ name: String) -> String { Data(tls.pem(name)).base64EncodedString() }
+        let text = """
+            apiVersion: v1
+            kind: Config
+            clusters:
+            - name: test
+              cluster: {server: "\(url)", certificate-authority-data: \(b64("ca.pem"))}
+            users:
+            - name: admin
+              user: {client-certificate-data: \(b64("client.pem")), client-key-data: \(b64("client.key"))}
+            contexts:
+            - name: test
+              context: {cluster: test, user: admin}
+            current-context: test
+
+            """
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
     }
 }
