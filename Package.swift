@@ -45,7 +45,7 @@ let package = Package(
         .testTarget(name: "ReconcilersTests", dependencies: ["Reconcilers", "YAML", "TestSupport"],
                     swiftSettings: strict),
         // Depends on the executable so `swift test` always builds the `nodeagent` binary it runs.
-        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "Reconcilers", "YAML", "TestSupport"],
+        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "Reconcilers", "YAML", "TestSupport", "KubeTestServer"],
                     swiftSettings: strict),
     ]
 )

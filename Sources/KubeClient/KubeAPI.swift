@@ -77,10 +77,13 @@ public final class KubeAPI: Sendable {
     public static let fieldManager = KubeClientIdentity.fieldManager
     let transport: CurlTransport
     let retry: RetryPolicy
+    /// How long one request may take, connection included (watches excepted).
+    let timeout: Duration
 
-    public init(config: Kubeconfig, retry: RetryPolicy = RetryPolicy()) {
+    public init(config: Kubeconfig, retry: RetryPolicy = RetryPolicy(), timeout: Duration = .seconds(30)) {
         transport = CurlTransport(config: config)
         self.retry = retry
+        self.timeout = timeout
     }
 
     /// `GET /version`'s `gitVersion`, such as `v1.31.4+k3s1`.
@@ -216,12 +219,38 @@ public final class KubeAPI: Sendable {
         }
     }
 
+    /// Finds the resource a user names: plural, singular or kind, any case, optionally with
+    /// its group (`helmcharts.helm.cattle.io`), through discovery.
+    /// - Returns: the resource (without namespace or name) and whether it is namespaced.
+    public func resolve(_ name: String) async throws -> (ref: ResourceRef, namespaced: Bool)? {
+        let wanted = name.lowercased()
+        var groupVersions = ["v1"]
+        let groups = try await json("GET", "/apis")
+        for g in groups["groups"]?.array ?? [] {
+            if let gv = g["preferredVersion"]?["groupVersion"]?.string { groupVersions.append(gv) }
+        }
+        for gv in groupVersions {
+            let parts = gv.split(separator: "/").map(String.init)
+            let (group, version) = parts.count == 2 ? (parts[0], parts[1]) : ("", parts[0])
+            let list = try await json("GET", group.isEmpty ? "/api/\(version)" : "/apis/\(group)/\(version)")
+            for r in list["resources"]?.array ?? [] {
+                guard let plural = r["name"]?.string, !plural.contains("/") else { continue }
+                let names = [plural, r["singularName"]?.string ?? "", r["kind"]?.string?.lowercased() ?? ""]
+                    .flatMap { [$0, group.isEmpty ? $0 : "\($0).\(group)"] }
+                if names.contains(wanted) {
+                    return (ResourceRef(group: group, version: version, plural: plural), r["namespaced"] == .bool(true))
+                }
+            }
+        }
+        return nil
+    }
+
     // MARK: -
 
     func json(_ method: String, _ path: String, body: [UInt8]? = nil, contentType: String? = nil) async throws -> JSONValue {
         var headers: [(name: String, value: String)] = [("Accept", "application/json")]
         if let contentType { headers.append(("Content-Type", contentType)) }
-        let response = try await send(HTTPRequest(method, path, headers: headers, body: body))
+        let response = try await send(HTTPRequest(method, path, headers: headers, body: body, timeout: timeout))
         guard (200..<300).contains(response.status) else { throw KubeStatusError(response) }
         guard let value = JSONValue.parse(response.body) else {
             throw KubeStatusError(code: response.status, reason: "BadResponse", message: "the response is not JSON")

@@ -39,6 +39,11 @@ public indirect enum JSONValue: Sendable, Equatable {
         return nil
     }
 
+    public var members: [Member]? {
+        if case .object(let m) = self { return m }
+        return nil
+    }
+
     public var array: [JSONValue]? {
         if case .array(let a) = self { return a }
         return nil

@@ -152,3 +152,60 @@ struct KubeAPITests {
         }
     }
 }
+
+@Suite("KubeAPI: errors, timeouts and keep-alive", .serialized)
+struct KubeAPIErrorTests {
+    static let ref = ResourceRef(plural: "configmaps", namespace: "default", name: "x")
+
+    @Test func statusBodiesBecomeTypedErrors() async throws {
+        let s = try await KubeTestServer()
+        defer { s.stop() }
+        let reader = KubeAPI(config: Kubeconfig(server: s.tokenURL, caPEM: s.tls.pem("ca.pem"), token: s.readOnlyToken))
+        #expect(try await reader.serverVersion() == "v1.31.4+k3s1")
+        do {
+            _ = try await reader.apply(KubeAPITests.configMap("x", ["k": "v"]), to: Self.ref)
+            Issue.record("a read-only token wrote")
+        } catch let error as KubeStatusError {
+            #expect(error.code == 403 && error.reason == "Forbidden")
+        }
+        let api = KubeAPI(config: Kubeconfig(server: s.url, caPEM: s.tls.pem("ca.pem"), clientCertificatePEM: s.tls.pem("client.pem"),
+                                             clientKeyPEM: s.tls.pem("client.key")))
+        do {
+            _ = try await api.apply(KubeAPITests.configMap("Bad_Name", [:]), to: ResourceRef(plural: "configmaps", namespace: "default", name: "Bad_Name"))
+            Issue.record("an invalid name was accepted")
+        } catch let error as KubeStatusError {
+            #expect(error.code == 422 && error.reason == "Invalid")
+        }
+        do {
+            _ = try await api.apply(KubeAPITests.configMap("y", [:]), to: Self.ref)   // the URL names x, the body y
+            Issue.record("a mismatched body was accepted")
+        } catch let error as KubeStatusError {
+            #expect(error.code == 400 && error.reason == "BadRequest")
+        }
+    }
+
+    @Test func everyRequestHasATimeout() async throws {
+        let s = try await KubeTestServer()
+        defer { s.stop() }
+        let api = KubeAPI(config: Kubeconfig(server: s.url, caPEM: s.tls.pem("ca.pem"), clientCertificatePEM: s.tls.pem("client.pem"),
+                                             clientKeyPEM: s.tls.pem("client.key")), retry: RetryPolicy(attempts: 1), timeout: .milliseconds(500))
+        s.delayNext(1, by: .seconds(2))
+        do {
+            _ = try await api.serverVersion()
+            Issue.record("no timeout")
+        } catch let error as TransportError {
+            #expect(error.isTimeout, "\(error)")
+        }
+    }
+
+    @Test func requestsReuseOneConnection() async throws {
+        let s = try await KubeTestServer()
+        defer { s.stop() }
+        let api = KubeAPI(config: Kubeconfig(server: s.url, caPEM: s.tls.pem("ca.pem"), clientCertificatePEM: s.tls.pem("client.pem"),
+                                             clientKeyPEM: s.tls.pem("client.key")))
+        for i in 0..<10 {
+            _ = try await api.apply(KubeAPITests.configMap("c\(i)", ["i": "\(i)"]), to: ResourceRef(plural: "configmaps", namespace: "default", name: "c\(i)"))
+        }
+        #expect(s.connections == 1, "ten requests, one TLS connection")
+    }
+}

@@ -27,6 +27,10 @@ public final class HTTPServer: @unchecked Sendable {
     private let listener: Int32
     private let handler: @Sendable (Request) -> Response
     private let stopped = Mutex(false)
+    private let accepted = Mutex(0)
+
+    /// Connections accepted so far.
+    public var connections: Int { accepted.withLock { $0 } }
 
     public init(handler: @escaping @Sendable (Request) -> Response) throws {
         self.handler = handler
@@ -54,6 +58,7 @@ public final class HTTPServer: @unchecked Sendable {
                     if stopped.withLock({ $0 }) { return }
                     continue
                 }
+                accepted.withLock { $0 += 1 }
                 Thread.detachNewThread { self.serve(client) }
             }
         }

@@ -1,10 +1,6 @@
 public import YAML
 
 extension JSONValue {
-    public var members: [Member]? {
-        if case .object(let m) = self { return m }
-        return nil
-    }
 
     public subscript(path: [String]) -> JSONValue? {
         get {

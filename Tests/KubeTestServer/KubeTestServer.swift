@@ -43,6 +43,7 @@ public final class KubeTestServer: @unchecked Sendable {
         var order: [Key] = []
         var resourceVersion = 100
         var failures: [(status: Int, retryAfter: Int?)] = []
+        var delays: [Duration] = []
         var requests: [String] = []
         /// Every change, in order, for watches.
         var events: [(rv: Int, type: String, key: Key, object: JSONValue)] = []
@@ -58,6 +59,8 @@ public final class KubeTestServer: @unchecked Sendable {
     /// The same API, for bearer tokens (TLS without a client certificate).
     public let tokenURL: String
     public let token = "test-token-\(UInt32.random(in: 0...UInt32.max))"
+    /// A token allowed to read but not to write: writes get 403 Forbidden.
+    public let readOnlyToken = "read-only-\(UInt32.random(in: 0...UInt32.max))"
     let state: Mutex<State>
     private var servers: [HTTPServer] = []
     private var proxies: [Int32] = []
@@ -79,7 +82,7 @@ public final class KubeTestServer: @unchecked Sendable {
         try await SystemCommandRunner().check(Command("python3", [Fixtures.repository + "/Tests/Fixtures/pki/make.py", dir]))
         tls = TLSPaths(directory: dir)
         state = Mutex(State(types: Self.builtIn))
-        let mtlsPort = Int.random(in: 20000...39999), tokenPort = Int.random(in: 40000...59999)
+        let mtlsPort = TLSTestPeer.freePort(), tokenPort = TLSTestPeer.freePort()
         url = "https://127.0.0.1:\(mtlsPort)"
         tokenURL = "https://127.0.0.1:\(tokenPort)"
         let certified = try HTTPServer { [unowned self] in self.handle($0, clientCertificate: true) }
@@ -143,6 +146,14 @@ public final class KubeTestServer: @unchecked Sendable {
         }
     }
 
+    /// The next `count` requests wait `delay` before they are answered.
+    public func delayNext(_ count: Int, by delay: Duration) {
+        state.withLock { s in for _ in 0..<count { s.delays.append(delay) } }
+    }
+
+    /// TCP connections the API has accepted (behind TLS), to see keep-alive at work.
+    public var connections: Int { servers.reduce(0) { $0 + $1.connections } }
+
     /// "METHOD PATH" of every request served so far.
     public var requests: [String] { state.withLock { $0.requests } }
 
@@ -154,8 +165,15 @@ public final class KubeTestServer: @unchecked Sendable {
 
     func handle(_ request: HTTPServer.Request, clientCertificate: Bool) -> HTTPServer.Response {
         state.withLock { $0.requests.append("\(request.method) \(request.path)") }
-        if !clientCertificate, request.headers["authorization"] != "Bearer \(token)" {
+        if let delay = state.withLock({ s in s.delays.isEmpty ? nil : s.delays.removeFirst() }) {
+            usleep(UInt32(delay.components.seconds * 1_000_000 + delay.components.attoseconds / 1_000_000_000_000))
+        }
+        let authorization = request.headers["authorization"]
+        if !clientCertificate, authorization != "Bearer \(token)", authorization != "Bearer \(readOnlyToken)" {
             return status(401, "Unauthorized", "Unauthorized")
+        }
+        if !clientCertificate, authorization == "Bearer \(readOnlyToken)", !["GET", "HEAD"].contains(request.method) {
+            return status(403, "Forbidden", "User \"read-only\" cannot \(request.method.lowercased()) resource \"\(request.path)\"")
         }
         if let failure = state.withLock({ s in s.failures.isEmpty ? nil : s.failures.removeFirst() }) {
             var r = status(failure.status, failure.status == 429 ? "TooManyRequests" : "ServiceUnavailable", "injected failure")

@@ -14,7 +14,7 @@ public final class TLSTestPeer: @unchecked Sendable {
     public init() async throws {
         directory = Fixtures.temporaryDirectory()
         try await SystemCommandRunner().check(Command("python3", [Fixtures.repository + "/Tests/Fixtures/pki/make.py", directory]))
-        port = Int.random(in: 20000...59999)
+        port = Self.freePort()
         pid = try DetachedProcess.spawn([
             "/usr/bin/openssl", "s_server", "-accept", "127.0.0.1:\(port)", "-cert", directory + "/server.pem",
             "-key", directory + "/server.key", "-CAfile", directory + "/ca.pem", "-Verify", "1", "-verify_return_error", "-www", "-quiet",
@@ -35,6 +35,20 @@ public final class TLSTestPeer: @unchecked Sendable {
         if let pid { DetachedProcess.stop(pid) }
         pid = nil
         try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// A TCP port on loopback that nothing listens on now (the kernel's pick for port 0).
+    public static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 ? getsockname(fd, $0, &length) : -1 }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     public static func canConnect(_ port: Int) -> Bool {
