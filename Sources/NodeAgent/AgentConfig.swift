@@ -1,0 +1,105 @@
+import Reconcilers
+import YAML
+
+/// `/etc/nodeagent/agent.yaml`: where the desired state comes from and how the daemon runs.
+/// The field names are the contract of DESIGN.md's "Agent config".
+struct AgentConfig: Sendable, Equatable {
+    struct Source: Sendable, Equatable {
+        /// Any URL git understands, `file://` included.
+        var repo: String
+        /// The branch or tag to follow.
+        var ref: String
+        /// Hold this exact commit instead of following `ref`.
+        var commit: String?
+        /// Path of platform.yaml in the repository.
+        var path: String
+        var deployKeyFile: AbsolutePath?
+        /// With it, only commits signed by a listed key apply (`git verify-commit`).
+        var allowedSignersFile: AbsolutePath?
+        /// Accept a ref that moved to a commit not descending from the applied one.
+        var allowHistoryRewrite: Bool
+    }
+
+    var source: Source
+    var poll: TimeSpan
+    var drift: TimeSpan
+    var stateDirectory: AbsolutePath
+    var kubeconfig: AbsolutePath
+
+    static let defaultPath = "/etc/nodeagent/agent.yaml"
+
+    static func load(path: String) throws(DiagnosticsError) -> AgentConfig {
+        try parse(try FileReading.read(path), file: path)
+    }
+
+    static func parse(_ bytes: [UInt8], file: String) throws(DiagnosticsError) -> AgentConfig {
+        let root = try YAMLParser().parseDocument(bytes, file: file)
+        let context = DecodeContext(file: file, root: root)
+        do {
+            return try AgentConfig(yaml: root, path: .root, context: context)
+        } catch {
+            throw DiagnosticsError(context.sortedDiagnostics)
+        }
+    }
+}
+
+extension AgentConfig: YAMLDecodable {
+    init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
+        let r = try MappingReader(node, path: path, context: context,
+                                  keys: ["apiVersion", "kind", "source", "intervals", "stateDirectory", "kubeconfig"])
+        let apiVersion: String = try r.required("apiVersion")
+        guard apiVersion == "nodeagent/v1" else {
+            throw context.fail(.invalidValue, "apiVersion must be \"nodeagent/v1\"", at: r.node("apiVersion")!.mark, path: path + "apiVersion")
+        }
+        let kind: String = try r.required("kind")
+        guard kind == "AgentConfig" else {
+            throw context.fail(.invalidValue, "kind must be \"AgentConfig\" in the agent config, not \"\(kind)\"", at: r.node("kind")!.mark,
+                               path: path + "kind")
+        }
+        source = try r.required("source")
+        if let intervals = r.node("intervals") {
+            let i = try MappingReader(intervals, path: path + "intervals", context: context, keys: ["poll", "drift"])
+            poll = try i.optional("poll") ?? TimeSpan(milliseconds: 60_000)
+            drift = try i.optional("drift") ?? TimeSpan(milliseconds: 300_000)
+            try i.finish()
+            for (name, value) in [("poll", poll), ("drift", drift)] where value < TimeSpan(milliseconds: 1000) {
+                let at = path + "intervals" + name
+                throw context.fail(.invalidValue, "\(name) must be at least 1s", at: context.mark(for: at), path: at)
+            }
+        } else {
+            poll = TimeSpan(milliseconds: 60_000)
+            drift = TimeSpan(milliseconds: 300_000)
+        }
+        stateDirectory = try r.optional("stateDirectory") ?? AbsolutePath("/var/lib/nodeagent")
+        kubeconfig = try r.optional("kubeconfig") ?? AbsolutePath("/etc/rancher/k3s/k3s.yaml")
+        try r.finish()
+    }
+}
+
+extension AgentConfig.Source: YAMLDecodable {
+    init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
+        let r = try MappingReader(node, path: path, context: context,
+                                  keys: ["repo", "ref", "commit", "path", "deployKeyFile", "allowedSignersFile", "allowHistoryRewrite"])
+        repo = try r.required("repo")
+        ref = try r.optional("ref") ?? "main"
+        let commit: String? = try r.optional("commit")
+        self.commit = commit?.isEmpty == true ? nil : commit
+        self.path = try r.optional("path") ?? "platform.yaml"
+        deployKeyFile = try r.optional("deployKeyFile")
+        allowedSignersFile = try r.optional("allowedSignersFile")
+        allowHistoryRewrite = try r.optional("allowHistoryRewrite") ?? false
+        try r.finish()
+        if let commit = self.commit, !(commit.count >= 7 && commit.count <= 40 && commit.allSatisfy(\.isHexDigit)) {
+            throw context.fail(.invalidValue, "commit must be a hexadecimal commit id (7-40 digits)", at: r.node("commit")!.mark, path: path + "commit")
+        }
+        if ref.hasPrefix("-") || ref.contains("..") || ref.contains(" ") || ref.isEmpty {
+            throw context.fail(.invalidValue, "\"\(ref)\" is not a branch or tag name", at: r.node("ref")!.mark, path: path + "ref")
+        }
+        if self.path.hasPrefix("/") || self.path.split(separator: "/").contains("..") {
+            throw context.fail(.invalidValue, "path is relative to the repository root, without ..", at: r.node("path")!.mark, path: path + "path")
+        }
+        if repo.hasPrefix("-") {
+            throw context.fail(.invalidValue, "\"\(repo)\" is not a repository URL", at: r.node("repo")!.mark, path: path + "repo")
+        }
+    }
+}

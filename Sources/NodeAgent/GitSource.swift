@@ -1,0 +1,138 @@
+import Reconcilers
+import YAML
+
+/// One revision of the desired state, read from Git at a commit.
+struct Revision: Sendable {
+    var commit: String
+    var platform: Platform
+    /// The file as committed, to keep as the last applied revision.
+    var bytes: [UInt8]
+}
+
+/// Why a revision was not taken. The node keeps the last good revision; `/status` shows this.
+struct SourceError: Error, Sendable, CustomStringConvertible {
+    enum Reason: String, Sendable {
+        case unreachable = "Unreachable"
+        case unsigned = "Unsigned"
+        case historyRewrite = "HistoryRewrite"
+        case fileMissing = "FileMissing"
+        case invalid = "Invalid"
+        case git = "GitFailed"
+    }
+
+    var reason: Reason
+    var commit: String?
+    var message: String
+    /// For `invalid`: each problem at FILE:LINE:COL.
+    var diagnostics: [Diagnostic] = []
+
+    var description: String {
+        let at = commit.map { " at \($0.prefix(12))" } ?? ""
+        return "\(reason.rawValue)\(at): \(message)" + diagnostics.map { "\n" + $0.description }.joined()
+    }
+}
+
+/// The desired state from a Git repository, pinned to a commit: a bare mirror under the state
+/// directory, `git fetch` of the tracked ref, an optional signature check, a refusal of history
+/// rewrites, and the file read with `git show COMMIT:PATH`, never from a work tree.
+struct GitSource: Sendable {
+    let config: AgentConfig.Source
+    /// The mirror, as a path on this machine.
+    let mirror: String
+    let commands: any CommandRunner
+
+    static let trackedRef = "refs/nodeagent/tracked"
+    static let appliedRef = "refs/nodeagent/applied"
+
+    /// Fetches and checks the revision to apply.
+    /// - Throws: `SourceError` saying why this revision must not be applied.
+    func fetch() async throws(SourceError) -> Revision {
+        try await ensureMirror()
+        let fetched = try await git(["fetch", "--quiet", "--force", "--no-tags", "--", config.repo, "+\(config.ref):\(Self.trackedRef)"],
+                                    network: true)
+        guard fetched.succeeded else {
+            throw SourceError(reason: .unreachable, message: "git fetch \(config.repo) \(config.ref): \(Self.lastLine(fetched.stderr))")
+        }
+        let commit: String
+        if let pinned = config.commit {
+            guard let resolved = try await revParse("\(pinned)^{commit}") else {
+                throw SourceError(reason: .git, commit: pinned, message: "the pinned commit \(pinned) is not in \(config.ref)'s history as fetched")
+            }
+            commit = resolved
+        } else {
+            guard let resolved = try await revParse("\(Self.trackedRef)^{commit}") else {
+                throw SourceError(reason: .git, message: "\(config.ref) does not name a commit")
+            }
+            commit = resolved
+        }
+        if let signers = config.allowedSignersFile {
+            let verified = try await git(["-c", "gpg.ssh.allowedSignersFile=\(signers)", "verify-commit", commit])
+            guard verified.succeeded else {
+                throw SourceError(reason: .unsigned, commit: commit,
+                                  message: "the commit is not signed by a key in \(signers): \(Self.lastLine(verified.stderr))")
+            }
+        }
+        if config.commit == nil, !config.allowHistoryRewrite, let applied = try await revParse("\(Self.appliedRef)^{commit}"),
+           applied != commit {
+            let descends = try await git(["merge-base", "--is-ancestor", applied, commit])
+            if descends.exitCode == 1 {
+                throw SourceError(reason: .historyRewrite, commit: commit,
+                                  message: "\(config.ref) moved to a commit that does not descend from the applied \(applied.prefix(12)) (a force-push?); roll back with git revert, or pin the commit, or set source.allowHistoryRewrite")
+            }
+        }
+        let shown = try await git(["show", "\(commit):\(config.path)"], outputLimit: FileReading.maxSize)
+        guard shown.succeeded else {
+            throw SourceError(reason: .fileMissing, commit: commit, message: "\(config.path) is not in the commit: \(Self.lastLine(shown.stderr))")
+        }
+        let bytes = Array(shown.stdout.utf8)
+        do {
+            return Revision(commit: commit, platform: try DesiredStateLoader.load(bytes, file: config.path), bytes: bytes)
+        } catch {
+            throw SourceError(reason: .invalid, commit: commit, message: "\(config.path) is not a valid desired state", diagnostics: error.diagnostics)
+        }
+    }
+
+    /// Records the commit as applied: the base the next fetch must descend from.
+    func markApplied(_ commit: String) async throws(SourceError) {
+        let r = try await git(["update-ref", Self.appliedRef, commit])
+        guard r.succeeded else { throw SourceError(reason: .git, commit: commit, message: Self.lastLine(r.stderr)) }
+    }
+
+    /// The commit last marked applied, if any.
+    func appliedCommit() async throws(SourceError) -> String? {
+        try await revParse("\(Self.appliedRef)^{commit}")
+    }
+
+    private func ensureMirror() async throws(SourceError) {
+        let probe = try await run(Command("git", ["-C", mirror, "rev-parse", "--is-bare-repository"]))
+        if probe.succeeded { return }
+        let created = try await run(Command("git", ["init", "--quiet", "--bare", mirror]))
+        guard created.succeeded else { throw SourceError(reason: .git, message: "git init \(mirror): \(Self.lastLine(created.stderr))") }
+    }
+
+    private func revParse(_ expression: String) async throws(SourceError) -> String? {
+        let r = try await git(["rev-parse", "--verify", "--quiet", expression])
+        return r.succeeded ? r.stdout.split(separator: "\n").first.map(String.init) : nil
+    }
+
+    private func git(_ arguments: [String], network: Bool = false, outputLimit: Int = 1 << 20) async throws(SourceError) -> CommandResult {
+        var environment: [String: String?] = ["GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "LC_ALL": "C"]
+        if network, let key = config.deployKeyFile {
+            environment["GIT_SSH_COMMAND"] = "ssh -i \(key) -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new"
+        }
+        return try await run(Command("git", ["-C", mirror] + arguments, environment: environment,
+                                     timeout: network ? .seconds(120) : .seconds(30), outputLimit: outputLimit))
+    }
+
+    private func run(_ command: Command) async throws(SourceError) -> CommandResult {
+        do {
+            return try await commands.run(command)
+        } catch {
+            throw SourceError(reason: .git, message: error.description)
+        }
+    }
+
+    static func lastLine(_ text: String) -> String {
+        text.split(separator: "\n").last.map(String.init) ?? "(no output)"
+    }
+}
