@@ -8,6 +8,7 @@ import Reconcilers
 /// Nothing here touches this machine's own firewall, interfaces or sshd.
 @Suite("Host reconcilers in network namespaces (real nft, wireguard-go, sshd)", .serialized)
 struct HostReconcilerTests {
+    init() {}
     static let vpsPorts = ["22", "80", "443", "5432", "6443", "9430", "10250", "udp:5353"]
 
     /// Runs `body` with a fresh lab whose vps listens on `vpsPorts` and whose pod serves the

@@ -49,6 +49,21 @@ public enum DetachedProcess {
         _ = waitpid(pid, &status, WNOHANG)
     }
 
+    /// Waits up to `timeout` for our child `pid` to exit.
+    /// - Returns: its exit code (128 + signal when a signal ended it), or nil if it still runs.
+    public static func waitForExit(_ pid: Int32, timeout: Duration) async -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                let signal = status & 0x7F
+                return signal == 0 ? (status >> 8) & 0xFF : 128 + signal
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return nil
+    }
+
     /// Whether a process with this id exists (and is not a zombie we could reap).
     public static func isRunning(_ pid: Int32) -> Bool {
         var status: Int32 = 0

@@ -1,0 +1,118 @@
+import Reconcilers
+import YAML
+
+/// What the daemon knows about itself, for `/status`, `/readyz` and the metrics: the source,
+/// the applied revision, one condition per reconciler, and a bounded ring of recent events.
+actor AgentStatus {
+    struct ConditionRecord: Sendable {
+        var condition: Condition
+        var since: Timestamp
+        var lastPlan: [String]
+    }
+
+    struct Event: Sendable {
+        var at: Timestamp
+        var reconciler: String?
+        var message: String
+    }
+
+    private let clock: any WallClock
+    private(set) var sourceCommit: String?
+    private(set) var sourceError: SourceError?
+    private(set) var appliedCommit: String?
+    private(set) var appliedName: String?
+    private(set) var conditions: [String: ConditionRecord] = [:]
+    private(set) var order: [String] = []
+    private(set) var events: [Event] = []
+    private(set) var lastPassConverged = false
+    private(set) var lastPassAt: Timestamp?
+    private(set) var passes = 0
+    /// Shown in /status: nothing secret (public keys only).
+    private(set) var wireguardPublicKey: String?
+    static let maxEvents = 100
+
+    init(clock: any WallClock) {
+        self.clock = clock
+    }
+
+    func record(event message: String, reconciler: String? = nil) {
+        events.append(Event(at: clock.now(), reconciler: reconciler, message: message))
+        if events.count > Self.maxEvents { events.removeFirst(events.count - Self.maxEvents) }
+    }
+
+    func sourceSucceeded(commit: String) {
+        if sourceError != nil { record(event: "source recovered at \(commit.prefix(12))") }
+        sourceCommit = commit
+        sourceError = nil
+    }
+
+    func sourceFailed(_ error: SourceError) {
+        if sourceError?.description != error.description { record(event: "source: \(error.reason.rawValue): \(error.message)") }
+        sourceError = error
+        if let commit = error.commit { sourceCommit = commit }
+    }
+
+    func applied(commit: String?, name: String) {
+        if appliedCommit != commit, let commit { record(event: "applied \(commit.prefix(12))") }
+        appliedCommit = commit
+        appliedName = name
+    }
+
+    /// Folds one pass's outcome into the conditions, keeping each one's last transition time.
+    func finishPass(_ entries: [Engine.Entry], converged: Bool) {
+        passes += 1
+        lastPassConverged = converged
+        lastPassAt = clock.now()
+        for entry in entries {
+            let (condition, plan) = Self.condition(of: entry.outcome)
+            let name = entry.name.rawValue
+            if !order.contains(name) { order.append(name) }
+            if let note = entry.note, name == "wireguard" { wireguardPublicKey = note.replacing("public key ", with: "") }
+            let previous = conditions[name]
+            let changed = previous?.condition.status != condition.status || previous?.condition.reason != condition.reason
+            if changed { record(event: "\(condition.status.rawValue): \(condition.reason)\(condition.message.isEmpty ? "" : ": \(condition.message)")", reconciler: name) }
+            conditions[name] = ConditionRecord(condition: condition, since: changed ? clock.now() : previous!.since,
+                                               lastPlan: plan.isEmpty ? previous?.lastPlan ?? [] : plan)
+        }
+    }
+
+    static func condition(of outcome: Engine.Outcome) -> (Condition, [String]) {
+        switch outcome {
+        case .applied(let changes, let c): return (c, changes.map { "\($0.action.symbol) \($0.subject)\($0.detail.map { " \($0)" } ?? "")" })
+        case .failed(let c): return (c, [])
+        case .planned(let changes): return (.ready(), changes.map(\.subject))
+        case .blocked(let by): return (Condition(.failed, reason: "Blocked", message: "\(by) failed"), [])
+        case .notHandled(let section): return (Condition(.progressing, reason: "NotHandled", message: "no reconciler for spec.\(section) in this build"), [])
+        case .notDeclared: return (Condition(.ready, reason: "NotDeclared", message: "not managed"), [])
+        }
+    }
+
+    var json: JSONValue {
+        func time(_ t: Timestamp?) -> JSONValue { t.map { .double(Double($0.millisecondsSinceEpoch) / 1000) } ?? .null }
+        var source: [JSONValue.Member] = [.init("commit", sourceCommit.map(JSONValue.string) ?? .null),
+                                          .init("ok", .bool(sourceError == nil))]
+        if let e = sourceError {
+            source.append(.init("reason", .string(e.reason.rawValue)))
+            source.append(.init("message", .string(e.message)))
+            source.append(.init("errors", .array(e.diagnostics.map { .string($0.description) })))
+        }
+        return .object([
+            "applied": .object(["commit": appliedCommit.map(JSONValue.string) ?? .null, "name": appliedName.map(JSONValue.string) ?? .null]),
+            "source": .object(source),
+            "converged": .bool(lastPassConverged),
+            "lastPass": time(lastPassAt),
+            "passes": .int(passes),
+            "wireguard": .object(["publicKey": wireguardPublicKey.map(JSONValue.string) ?? .null]),
+            "reconcilers": .array(order.compactMap { name in
+                conditions[name].map { r in
+                    .object(["name": .string(name), "status": .string(r.condition.status.rawValue), "reason": .string(r.condition.reason),
+                             "message": .string(r.condition.message), "lastTransition": time(r.since),
+                             "lastPlan": .array(r.lastPlan.map(JSONValue.string))])
+                }
+            }),
+            "events": .array(events.suffix(50).map { e in
+                .object(["at": time(e.at), "reconciler": e.reconciler.map(JSONValue.string) ?? .null, "message": .string(e.message)])
+            }),
+        ])
+    }
+}

@@ -1,0 +1,66 @@
+import ArgumentParser
+import Hummingbird
+import Logging
+import Reconcilers
+import ServiceLifecycle
+import UnixSignals
+import YAML
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The daemon: converge the node from its source, and answer on the status address until SIGTERM.",
+        discussion: "Reads the agent config (or a local --state file), runs a pass at start, then on the poll and drift timers, POST /sync and SIGHUP."
+    )
+
+    @Option(name: .long, help: ArgumentHelp("The agent config.", valueName: "FILE"))
+    var config = AgentConfig.defaultPath
+
+    @Option(name: .long, help: ArgumentHelp("Converge this local file instead of a Git source (laptops, tests).", valueName: "FILE"))
+    var state: String?
+
+    @Option(name: .long, help: ArgumentHelp("Directory that stands for / on the node.", valueName: "DIR"))
+    var root = "/"
+
+    @Option(name: .long, help: ArgumentHelp("Bind the status server here instead of spec.status.listen.", valueName: "HOST:PORT"))
+    var listen: String?
+
+    @Option(name: .long, help: ArgumentHelp("Poll interval with --state (default 60s).", valueName: "DURATION"))
+    var poll = "60s"
+
+    func run() async throws {
+        var logger = Logger(label: "nodeagent")
+        logger.logLevel = .info
+        let host = Host(root: root)
+        let source: ReconcileLoop.Source
+        var pollInterval = try TimeSpan(parsing: poll), drift = TimeSpan(milliseconds: 300_000)
+        if let state {
+            source = .file(state)
+        } else {
+            let agent: AgentConfig
+            do {
+                agent = try AgentConfig.load(path: config)
+            } catch {
+                for d in error.diagnostics { Terminal.error(d.description) }
+                throw ExitCode.failure
+            }
+            let mirror = (host.files as? RootedFileSystem)?.hostPath(agent.stateDirectory.value + "/source.git") ?? agent.stateDirectory.value + "/source.git"
+            source = .git(GitSource(config: agent.source, mirror: mirror, commands: host.commands))
+            (pollInterval, drift) = (agent.poll, agent.drift)
+        }
+        let status = AgentStatus(clock: host.clock)
+        let metrics = AgentMetrics()
+        let loop = ReconcileLoop(source: source, engine: try Engine(BuiltInReconcilers.all(on: host)), host: host, status: status,
+                                 metrics: metrics, poll: pollInterval, drift: drift, logger: logger)
+        // The first pass comes before the server binds: the WireGuard address it binds to is
+        // created by that pass.
+        await loop.pass()
+        let address = loop.listenAddress(override: listen)
+        let app = Application(router: StatusServer.router(status: status, metrics: metrics, loop: loop, token: loop.syncToken()),
+                              configuration: .init(address: .hostname(address.host, port: address.port), serverName: "nodeagent"),
+                              logger: logger)
+        logger.info("serving", metadata: ["address": "\(address.host):\(address.port)"])
+        // Listed in start order; shutdown runs in reverse, so the status server stops last.
+        let group = ServiceGroup(configuration: .init(services: [app, loop], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}

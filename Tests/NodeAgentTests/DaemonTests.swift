@@ -1,0 +1,122 @@
+import Foundation
+import Testing
+import TestSupport
+import Reconcilers
+import YAML
+
+/// "VPS in a box": `nodeagent run` in the vps namespace converging from a local Git repository;
+/// the admin namespace talks to it over WireGuard; the internet namespace cannot reach it.
+@Suite("The daemon end to end in network namespaces", .serialized)
+struct DaemonTests {
+    @Test func convergesFromGitAndAnswersOverWireGuardOnly() async throws {
+        let lab = try await NetworkLab()
+        var daemon: Int32?
+        do {
+            try await run(lab, &daemon)
+        } catch {
+            if let daemon { DetachedProcess.stop(daemon) }
+            await lab.destroy()
+            throw error
+        }
+        await lab.destroy()
+    }
+
+    func run(_ lab: NetworkLab, _ daemon: inout Int32?) async throws {
+        let runner = SystemCommandRunner()
+        let work = lab.root + "/repo"
+        func git(_ args: [String]) async throws {
+            try await runner.check(Command("git", ["-C", work, "-c", "user.name=T", "-c", "user.email=t@example.com"] + args))
+        }
+        let hostTests = HostReconcilerTests()
+        let admin = try await hostTests.newKey(lab)
+        let extra = try await hostTests.newKey(lab)
+        let iface = "na\(lab.id)g"
+        lab.track(wireguard: iface)
+        func platform(_ peers: [HostReconcilerTests.Peer]) -> String {
+            hostTests.platform(lab, peers: peers) + "  status: {listen: \"10.8.0.1:9430\", tokenFile: /etc/nodeagent/secrets/api-token}\n"
+        }
+        let adminPeer = HostReconcilerTests.Peer(name: "admin", publicKey: admin.publicKey, allowedIP: "10.8.0.2/32")
+        try await runner.check(Command("git", ["init", "--quiet", "--initial-branch=main", work]))
+        try platform([adminPeer]).write(toFile: work + "/platform.yaml", atomically: true, encoding: .utf8)
+        try await git(["add", "platform.yaml"])
+        try await git(["commit", "--quiet", "-m", "first"])
+        let fs = RootedFileSystem(root: lab.root)
+        try fs.write("/etc/nodeagent/secrets/api-token", Array("sync-token-123\n".utf8), mode: 0o600)
+        try fs.write("/etc/nodeagent/agent.yaml", Array("""
+            apiVersion: nodeagent/v1
+            kind: AgentConfig
+            source: {repo: "file://\(work)", ref: main, path: platform.yaml}
+            intervals: {poll: 60s, drift: 5m}
+
+            """.utf8), mode: 0o644)
+        daemon = try DetachedProcess.spawn(["/bin/sh", "-c", "exec ip netns exec \(lab.vps) \"$0\" run --config \"$1\" --root \"$2\" 2>\"$2/daemon.log\"",
+                                            Binary.path, lab.root + "/etc/nodeagent/agent.yaml", lab.root])
+        // The first pass brings up WireGuard, then the server binds to 10.8.0.1.
+        var up = false
+        for _ in 0..<100 where !up {
+            up = (try? await lab.run(lab.vps, ["curl", "-s", "--max-time", "1", "http://10.8.0.1:9430/healthz"]))?.stdout == "ok\n"
+            if !up { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(up, "the daemon did not come up: \((try? String(contentsOfFile: lab.root + "/daemon.log", encoding: .utf8)) ?? "")")
+        try await hostTests.connectAdmin(lab, state: work + "/platform.yaml", privateKey: admin.privateKey)
+
+        func status() async throws -> JSONValue {
+            let r = try await lab.run(lab.admin, ["curl", "-s", "--max-time", "3", "http://10.8.0.1:9430/status"])
+            return try #require(JSONValue.parse(Array(r.stdout.utf8)), "status: \(r.stdout)")
+        }
+        func head() async throws -> String {
+            try await runner.check(Command("git", ["-C", work, "rev-parse", "HEAD"])).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let first = try await status()
+        #expect(first["applied"]?["commit"]?.string == (try await head()))
+        #expect(first["converged"] == .bool(true))
+        let metrics = try await lab.run(lab.admin, ["curl", "-s", "--max-time", "3", "http://10.8.0.1:9430/metrics"])
+        #expect(metrics.stdout.contains("nodeagent_converged 1.0"))
+        // Only through the tunnel: the internet gets nothing on the status port.
+        #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["9430"])["tcp/9430"] == false)
+
+        // Commit a new peer and ask for a sync: applied in about a second.
+        try platform([adminPeer, .init(name: "extra", publicKey: extra.publicKey, allowedIP: "10.8.0.3/32")])
+            .write(toFile: work + "/platform.yaml", atomically: true, encoding: .utf8)
+        try await git(["commit", "--quiet", "-am", "add a peer"])
+        let unauthorized = try await lab.run(lab.admin, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "http://10.8.0.1:9430/sync"])
+        #expect(unauthorized.stdout == "401")
+        let sync = try await lab.run(lab.admin, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+                                                 "-H", "Authorization: Bearer sync-token-123", "http://10.8.0.1:9430/sync"])
+        #expect(sync.stdout == "202")
+        let second = try await head()
+        var applied = false
+        for _ in 0..<50 where !applied {
+            applied = try await status()["applied"]?["commit"]?.string == second
+            if !applied { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(applied)
+        let peers = try await lab.inside(lab.vps, ["wg", "show", iface, "peers"]).stdout
+        #expect(peers.contains(extra.publicKey))
+
+        // An invalid commit: refused with its position, and the previous revision stays applied.
+        try (platform([adminPeer]) + "  bogus: {}\n").write(toFile: work + "/platform.yaml", atomically: true, encoding: .utf8)
+        try await git(["commit", "--quiet", "-am", "broken"])
+        _ = try await lab.run(lab.admin, ["curl", "-s", "-X", "POST", "-H", "Authorization: Bearer sync-token-123", "http://10.8.0.1:9430/sync"])
+        var refused: JSONValue?
+        for _ in 0..<50 where refused == nil {
+            let s = try await status()
+            if s["source"]?["ok"] == .bool(false) { refused = s } else { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let errors = refused?["source"]?["errors"]?.array?.compactMap(\.string) ?? []
+        #expect(errors.first?.hasPrefix("platform.yaml:") == true && errors.first?.contains("spec.bogus") == true, "\(errors)")
+        #expect(refused?["applied"]?["commit"]?.string == second)
+        // No secret in any response or in the log.
+        let log = (try? String(contentsOfFile: lab.root + "/daemon.log", encoding: .utf8)) ?? ""
+        let everything = log + (refused?.jsonText ?? "") + metrics.stdout
+        #expect(!everything.contains("sync-token-123"))
+        let key = try String(contentsOfFile: lab.root + "/etc/nodeagent/secrets/wg.key", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!everything.contains(key))
+
+        // SIGTERM: a clean exit.
+        if let pid = daemon { kill(pid, SIGTERM) }
+        let code = await DetachedProcess.waitForExit(daemon!, timeout: .seconds(10))
+        #expect(code == 0, "exit \(String(describing: code))\n\(log)")
+        daemon = nil
+    }
+}
