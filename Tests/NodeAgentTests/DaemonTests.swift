@@ -72,6 +72,12 @@ struct DaemonTests {
         #expect(first["converged"] == .bool(true))
         let metrics = try await lab.run(lab.admin, ["curl", "-s", "--max-time", "3", "http://10.8.0.1:9430/metrics"])
         #expect(metrics.stdout.contains("nodeagent_converged 1.0"))
+        // `nodeagent status` renders it for a person.
+        let rendered = try await lab.run(lab.admin, [Binary.path, "status", "--url", "http://10.8.0.1:9430"])
+        #expect(rendered.stdout.hasPrefix("lab  applied \(try await head().prefix(12))  converged\n"), "\(rendered.stdout)\(rendered.stderr)")
+        #expect(rendered.stdout.contains("\nwireguard   Ready   Converged  public key "))
+        let publicKey = try await lab.inside(lab.vps, ["wg", "show", iface, "public-key"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(rendered.stdout.contains("wireguard public key \(publicKey)\n"))
         // Only through the tunnel: the internet gets nothing on the status port.
         #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["9430"])["tcp/9430"] == false)
 
