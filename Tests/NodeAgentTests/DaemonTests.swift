@@ -125,4 +125,59 @@ struct DaemonTests {
         #expect(code == 0, "exit \(String(describing: code))\n\(log)")
         daemon = nil
     }
+
+    @Test func killedInTheMiddleOfAPassThenRestartedItConverges() async throws {
+        let lab = try await NetworkLab()
+        var daemon: Int32?
+        do {
+            let hostTests = HostReconcilerTests()
+            let admin = try await hostTests.newKey(lab)
+            lab.track(wireguard: "na\(lab.id)g")
+            let runner = SystemCommandRunner()
+            let work = lab.root + "/repo"
+            try await runner.check(Command("git", ["init", "--quiet", "--initial-branch=main", work]))
+            try (hostTests.platform(lab, peers: [.init(name: "admin", publicKey: admin.publicKey, allowedIP: "10.8.0.2/32")])
+                 + "  status: {listen: \"10.8.0.1:9430\"}\n").write(toFile: work + "/platform.yaml", atomically: true, encoding: .utf8)
+            try await runner.check(Command("git", ["-C", work, "add", "platform.yaml"]))
+            try await runner.check(Command("git", ["-C", work, "-c", "user.name=T", "-c", "user.email=t@example.com", "commit", "--quiet", "-m", "first"]))
+            try RootedFileSystem(root: lab.root).write("/etc/nodeagent/agent.yaml", Array("""
+                apiVersion: nodeagent/v1
+                kind: AgentConfig
+                source: {repo: "file://\(work)", ref: main, path: platform.yaml}
+                intervals: {poll: 1s, drift: 5m}
+
+                """.utf8), mode: 0o644)
+            func start(crash: Bool) throws -> Int32 {
+                try DetachedProcess.spawn(["/bin/sh", "-c",
+                    "\(crash ? "NODEAGENT_CRASH_AT=firewall-loaded " : "")exec ip netns exec \(lab.vps) \"$0\" run --config \"$1\" --root \"$2\" --revert-after 2s 2>>\"$2/daemon.log\"",
+                    Binary.path, lab.root + "/etc/nodeagent/agent.yaml", lab.root])
+            }
+            // Killed (SIGKILL) right after loading the new firewall, before checking it.
+            let first = try start(crash: true)
+            let code = await DetachedProcess.waitForExit(first, timeout: .seconds(30))
+            #expect(code == 128 + SIGKILL, "exit \(String(describing: code))")
+            // Restarted: it waits for the dead one's revert, then applies again and converges.
+            daemon = try start(crash: false)
+            var ready = false
+            for _ in 0..<150 where !ready {
+                ready = (try? await lab.run(lab.vps, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1",
+                                                      "http://10.8.0.1:9430/readyz"]))?.stdout == "200"
+                if !ready { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(ready, "\((try? String(contentsOfFile: lab.root + "/daemon.log", encoding: .utf8)) ?? "")")
+            #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["22", "6443"]) == ["tcp/22": false, "tcp/6443": false],
+                    "nothing listens on 22 here and 6443 stays closed: the firewall is in place")
+            if let pid = daemon {
+                kill(pid, SIGTERM)
+                #expect(await DetachedProcess.waitForExit(pid, timeout: .seconds(10)) == 0)
+                daemon = nil
+            }
+        } catch {
+            if let daemon { DetachedProcess.stop(daemon) }
+            await lab.destroy()
+            throw error
+        }
+        if let daemon { DetachedProcess.stop(daemon) }
+        await lab.destroy()
+    }
 }

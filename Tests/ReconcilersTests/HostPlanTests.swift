@@ -41,7 +41,9 @@ struct HostPlanTests {
         #expect(try r.plan(desired, .init(live: "LISTING", applied: applied, reverted: nil)).isEmpty)
         let drift = try r.plan(desired, .init(live: "EDITED", applied: applied, reverted: nil))
         #expect(drift.map(\.description) == ["~ nftables table inet nodeagent (drift: changed outside nodeagent)\n    -EDITED\n    +LISTING"])
-        #expect(throws: ReconcileError.self) { try r.plan(desired, .init(live: "OLD", applied: nil, reverted: script)) }
+        #expect(throws: ReconcileError.self) { try r.plan(desired, .init(live: "OLD", applied: nil, reverted: FirewallState.operatorMark + script)) }
+        // Rolled back because nodeagent died mid-change (no operator involved): tried again.
+        #expect(try r.plan(desired, .init(live: "OLD", applied: nil, reverted: script)).map(\.action) == [.update])
     }
 
     static let dump = """

@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import Reconcilers
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 import YAML
 
@@ -27,6 +28,10 @@ final class ReconcileLoop: Service, Sendable {
     /// Buffering the newest one only: a burst of triggers during a pass is one more pass.
     private let triggers: AsyncStream<Void>
     private let continuation: AsyncStream<Void>.Continuation
+    private let backoff = Mutex(Backoff())
+    private let lastRevision = Mutex<String?>(nil)
+    /// The desired state the last pass converged towards.
+    private let current = Mutex<Platform?>(nil)
 
     static let appliedFile = "/var/lib/nodeagent/applied/platform.yaml"
     static let appliedCommitFile = "/var/lib/nodeagent/applied/commit"
@@ -37,8 +42,14 @@ final class ReconcileLoop: Service, Sendable {
         (triggers, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
-    /// Asks for a pass (POST /sync, SIGHUP, timers).
+    /// Asks for a pass (SIGHUP, timers).
     func trigger() {
+        continuation.yield()
+    }
+
+    /// An explicit request (POST /sync): every reconciler tries again, backoff or not.
+    func sync() {
+        backoff.withLock { $0.reset() }
         continuation.yield()
     }
 
@@ -95,8 +106,27 @@ final class ReconcileLoop: Service, Sendable {
             await status.record(event: "nothing to apply yet: no valid revision")
             return
         }
-        let entries = await engine.apply(platform)
-        let converged = entries.allSatisfy { e in
+        current.withLock { $0 = platform }
+        if let revision, lastRevision.withLock({ $0 }) != revision.commit {
+            lastRevision.withLock { $0 = revision.commit }
+            backoff.withLock { $0.reset() }   // a new revision deserves a fresh try everywhere
+        }
+        let now = host.clock.now()
+        let all = Set(engine.reconcilers.map(\.name) + ReconcilerName.all.map(\.name))
+        let resting = all.filter { name in backoff.withLock { $0.isWaiting(name.rawValue, at: now) } }
+        let entries = await engine.apply(platform, only: resting.isEmpty ? nil : all.subtracting(resting))
+        backoff.withLock { b in
+            for e in entries {
+                let failed: Bool
+                switch e.outcome {
+                case .failed(let c): failed = c.status == .failed
+                case .applied(_, let c): failed = c.status == .failed
+                default: failed = false
+                }
+                b.record(e.name.rawValue, failed: failed, at: now)
+            }
+        }
+        let converged = resting.isEmpty && entries.allSatisfy { e in
             switch e.outcome {
             case .notDeclared, .notHandled: return true
             case .applied(_, let c): return c.status == .ready || c.reason == "AwaitingConfirmation"
@@ -119,24 +149,17 @@ final class ReconcileLoop: Service, Sendable {
         }
     }
 
-    /// The address the status server binds: `spec.status.listen`, else loopback.
+    /// The address the status server binds: `spec.status.listen` of the desired state the
+    /// first pass worked on, else loopback. (A changed address takes a restart.)
     func listenAddress(override: String?) -> (host: String, port: Int) {
         if let override, let hp = try? HostPort(parsing: override) { return (hp.host, Int(hp.port.value)) }
-        if let bytes = try? host.files.read(Self.appliedFile), let p = try? DesiredStateLoader.load(bytes, file: Self.appliedFile),
-           let listen = p.spec.status?.listen {
-            return (listen.host, Int(listen.port.value))
-        }
-        if case .file(let path) = source, let p = try? DesiredStateLoader.load(path: path), let listen = p.spec.status?.listen {
-            return (listen.host, Int(listen.port.value))
-        }
+        if let listen = current.withLock({ $0 })?.spec.status?.listen { return (listen.host, Int(listen.port.value)) }
         return ("127.0.0.1", 9430)
     }
 
     /// The bearer token for POST /sync, from `spec.status.tokenFile`.
     func syncToken() -> [UInt8]? {
-        let platform = (try? host.files.read(Self.appliedFile)).flatMap { try? DesiredStateLoader.load($0, file: Self.appliedFile) }
-            ?? { if case .file(let path) = source { return try? DesiredStateLoader.load(path: path) } else { return nil } }()
-        guard let file = platform?.spec.status?.tokenFile, let bytes = try? host.files.read(file.value) else { return nil }
+        guard let file = current.withLock({ $0 })?.spec.status?.tokenFile, let bytes = try? host.files.read(file.value) else { return nil }
         return Array(String(decoding: bytes, as: UTF8.self).split(separator: "\n").first.map { Array($0.utf8) } ?? [])
     }
 }

@@ -27,6 +27,10 @@ struct Run: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Poll interval with --state (default 60s).", valueName: "DURATION"))
     var poll = "60s"
 
+    @Option(name: .long, help: ArgumentHelp("Restore the previous firewall if a change is not confirmed by the agent's own checks within this time.",
+                                            valueName: "DURATION"))
+    var revertAfter = "60s"
+
     func run() async throws {
         var logger = Logger(label: "nodeagent")
         logger.logLevel = .info
@@ -49,7 +53,9 @@ struct Run: AsyncParsableCommand {
         }
         let status = AgentStatus(clock: host.clock)
         let metrics = AgentMetrics()
-        let loop = ReconcileLoop(source: source, engine: try Engine(BuiltInReconcilers.all(on: host)), host: host, status: status,
+        let revert = try TimeSpan(parsing: revertAfter)
+        let options = PassOptions(firewall: .init(revertAfter: max(revert, TimeSpan(milliseconds: 1000))))
+        let loop = ReconcileLoop(source: source, engine: try Engine(BuiltInReconcilers.all(on: host, options: options)), host: host, status: status,
                                  metrics: metrics, poll: pollInterval, drift: drift, logger: logger)
         // The first pass comes before the server binds: the WireGuard address it binds to is
         // created by that pass.

@@ -23,7 +23,7 @@ enum StatusServer {
             guard let token, !token.isEmpty else { return text(.forbidden, "no tokenFile configured: POST /sync is disabled\n") }
             let presented = request.headers[.authorization].map { Array($0.utf8) } ?? []
             guard constantTimeEqual(presented, Array("Bearer ".utf8) + token) else { return text(.unauthorized, "unauthorized\n") }
-            loop.trigger()
+            loop.sync()
             return text(.accepted, "sync requested\n")
         }
         return router

@@ -68,7 +68,7 @@ public struct FirewallReconciler: Reconciler {
             throw ReconcileError(.stalled, reason: "NoSuchInterface",
                                  "spec.firewall.publicInterface \(desired.ruleset.publicInterface) does not exist on this node; a firewall for the wrong interface would lock you out")
         }
-        if observed.reverted == script {
+        if observed.reverted == FirewallState.operatorMark + script {
             throw ReconcileError(.stalled, reason: "RolledBack",
                                  "this firewall change was rolled back because it was not confirmed in time; it will not be retried until spec.firewall changes (or run `nodeagent confirm --reset`)")
         }
@@ -78,8 +78,10 @@ public struct FirewallReconciler: Reconciler {
             return [Change(.create, subject, diff: TextDiff.lines(from: [], to: Array(script.utf8)), operation: operation)]
         }
         if observed.awaitingConfirmation, observed.applied?.script != script {
+            // Either an operator's change waits for `nodeagent confirm`, or a nodeagent that died
+            // mid-change left its revert armed: both end by themselves within the bound.
             throw ReconcileError(.waiting, reason: "AwaitingConfirmation",
-                                 "the last firewall change waits for `nodeagent confirm`; no other change is made until it is confirmed or rolled back")
+                                 "a firewall change waits for `nodeagent confirm` or for its revert; no other change is made until then")
         }
         if let applied = observed.applied, applied.script == script {
             if applied.listing == live { return [] }
@@ -102,7 +104,7 @@ public struct FirewallReconciler: Reconciler {
         let previous = try await Nft.listTable(commands)
         try state.saveRollback(NftRuleset.deleteOurTable + (previous ?? ""))
         try state.clearReverted()
-        try state.arm(pending: desired.ruleset.table, after: options.revertAfter)
+        try state.arm(pending: desired.ruleset.table, after: options.revertAfter, byOperator: options.confirmWithin != nil)
         // 3. Load, check, record.
         do {
             try await commands.check(Nft.command(["-f", "-"], input: transaction))

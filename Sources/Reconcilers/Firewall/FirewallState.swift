@@ -64,9 +64,14 @@ public struct FirewallState: Sendable {
     /// The name the timer's shell carries as `$0`, so a PID is only ever taken for our timer.
     static let timerMarker = "nodeagent-firewall-revert"
 
-    func arm(pending script: String, after span: TimeSpan) throws {
+    /// The first line of a pending change that waits for the operator's `nodeagent confirm`.
+    /// Only such a change, once rolled back, is not retried: a change rolled back because
+    /// nodeagent died mid-way is retried once the previous ruleset is back.
+    static let operatorMark = "# nodeagent: awaiting the operator's confirmation\n"
+
+    func arm(pending script: String, after span: TimeSpan, byOperator: Bool) throws {
         try disarm()
-        try host.files.write(Self.pendingFile, Array(script.utf8), mode: 0o600)
+        try host.files.write(Self.pendingFile, Array(((byOperator ? Self.operatorMark : "") + script).utf8), mode: 0o600)
         let nft = SystemCommandRunner.resolve("nft") ?? "/usr/sbin/nft"
         // Marked as reverted before the rollback loads: if the timer dies in between, the
         // change is not retried (a human looks) rather than re-applied over the rollback.
