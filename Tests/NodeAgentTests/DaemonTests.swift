@@ -72,6 +72,8 @@ struct DaemonTests {
         #expect(first["converged"] == .bool(true))
         let metrics = try await lab.run(lab.admin, ["curl", "-s", "--max-time", "3", "http://10.8.0.1:9430/metrics"])
         #expect(metrics.stdout.contains("nodeagent_converged 1.0"))
+        let lint = try await runner.run(Command("promtool", ["check", "metrics"], input: Array(metrics.stdout.utf8)))
+        #expect(lint.exitCode == 0 && lint.stdout.isEmpty && lint.stderr.isEmpty, "promtool: \(lint.stdout)\(lint.stderr)")
         // `nodeagent status` renders it for a person.
         let rendered = try await lab.run(lab.admin, [Binary.path, "status", "--url", "http://10.8.0.1:9430"])
         #expect(rendered.stdout.hasPrefix("lab  applied \(try await head().prefix(12))  converged\n"), "\(rendered.stdout)\(rendered.stderr)")
