@@ -1,3 +1,4 @@
+import ArgumentParser
 import Reconcilers
 import YAML
 
@@ -30,6 +31,16 @@ struct AgentConfig: Sendable, Equatable {
 
     static func load(path: String) throws(DiagnosticsError) -> AgentConfig {
         try parse(try FileReading.read(path), file: path)
+    }
+
+    /// For commands: loads, or prints every problem at FILE:LINE:COL and exits 1.
+    static func loadForCommand(path: String) throws -> AgentConfig {
+        do {
+            return try load(path: path)
+        } catch {
+            for d in error.diagnostics { Terminal.error(d.description) }
+            throw ExitCode.failure
+        }
     }
 
     static func parse(_ bytes: [UInt8], file: String) throws(DiagnosticsError) -> AgentConfig {

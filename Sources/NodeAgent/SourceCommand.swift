@@ -16,13 +16,7 @@ struct SourceCommand: AsyncParsableCommand {
     var output: OutputFormat = .text
 
     func run() async throws {
-        let agent: AgentConfig
-        do {
-            agent = try AgentConfig.load(path: config)
-        } catch {
-            for d in error.diagnostics { Terminal.error(d.description) }
-            throw ExitCode.failure
-        }
+        let agent = try AgentConfig.loadForCommand(path: config)
         let source = GitSource(config: agent.source, mirror: agent.stateDirectory.value + "/source.git", commands: SystemCommandRunner())
         let applied = try? await source.appliedCommit()
         do {

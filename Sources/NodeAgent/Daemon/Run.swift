@@ -40,13 +40,7 @@ struct Run: AsyncParsableCommand {
         if let state {
             source = .file(state)
         } else {
-            let agent: AgentConfig
-            do {
-                agent = try AgentConfig.load(path: config)
-            } catch {
-                for d in error.diagnostics { Terminal.error(d.description) }
-                throw ExitCode.failure
-            }
+            let agent = try AgentConfig.loadForCommand(path: config)
             let mirror = (host.files as? RootedFileSystem)?.hostPath(agent.stateDirectory.value + "/source.git") ?? agent.stateDirectory.value + "/source.git"
             source = .git(GitSource(config: agent.source, mirror: mirror, commands: host.commands))
             (pollInterval, drift) = (agent.poll, agent.drift)

@@ -61,24 +61,15 @@ public struct SystemdServiceManager: ServiceManager {
         return try await commands.run(systemctl(["is-active", unit])).exitCode == 0
     }
 
-    public func start(_ unit: String) async throws {
-        try requireRunningSystemd("start", unit)
-        try await commands.check(systemctl(["start", unit]))
-    }
+    public func start(_ unit: String) async throws { try await runtime("start", unit) }
+    public func restart(_ unit: String) async throws { try await runtime("restart", unit) }
+    public func reload(_ unit: String) async throws { try await runtime("reload", unit) }
+    public func stop(_ unit: String) async throws { try await runtime("stop", unit) }
 
-    public func restart(_ unit: String) async throws {
-        try requireRunningSystemd("restart", unit)
-        try await commands.check(systemctl(["restart", unit]))
-    }
-
-    public func reload(_ unit: String) async throws {
-        try requireRunningSystemd("reload", unit)
-        try await commands.check(systemctl(["reload", unit]))
-    }
-
-    public func stop(_ unit: String) async throws {
-        try requireRunningSystemd("stop", unit)
-        try await commands.check(systemctl(["stop", unit]))
+    /// A verb that needs a running systemd.
+    private func runtime(_ verb: String, _ unit: String) async throws {
+        try requireRunningSystemd(verb, unit)
+        try await commands.check(systemctl([verb, unit]))
     }
 
     public func reloadIfRunning(_ unit: String) async throws {
