@@ -250,7 +250,8 @@ private let writeHeader: CCurl_WriteCallback = { pointer, size, count, context i
     let line = pointer.withMemoryRebound(to: UInt8.self, capacity: n) { String(decoding: UnsafeBufferPointer(start: $0, count: n), as: UTF8.self) }
     if line.hasPrefix("HTTP/") {
         sink.headers = [:]   // a new response (after a redirect or 100 Continue)
-        sink.status = Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+        // "HTTP/1.1 200 OK\r\n", or "HTTP/2 200\r\n" with no reason phrase.
+        sink.status = Int(line.split(whereSeparator: { $0 == " " || $0 == "\r" || $0 == "\n" }).dropFirst().first ?? "") ?? 0
     } else if let colon = line.firstIndex(of: ":") {
         let name = line[..<colon].lowercased()
         let value = line[line.index(after: colon)...].trimmingCharacters(in: " \r\n\t")

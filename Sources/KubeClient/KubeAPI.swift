@@ -174,6 +174,10 @@ public final class KubeAPI: Sendable {
                 }
             } catch let error as StreamStatusError where error.response.status == 410 {
                 version = nil
+            } catch let error as StreamStatusError where error.response.status == 429 || error.response.status >= 500 {
+                // Throttled or unavailable: like a dropped connection, retried with backoff.
+                failures += 1
+                if failures >= retry.attempts { throw KubeStatusError(error.response) }
             } catch is CancellationError {
                 return
             } catch let error as TransportError {

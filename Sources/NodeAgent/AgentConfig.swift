@@ -100,8 +100,12 @@ extension AgentConfig.Source: YAMLDecodable {
         allowedSignersFile = try r.optional("allowedSignersFile")
         allowHistoryRewrite = try r.optional("allowHistoryRewrite") ?? false
         try r.finish()
-        if let commit = self.commit, !(commit.count >= 7 && commit.count <= 40 && commit.allSatisfy(\.isHexDigit)) {
-            throw context.fail(.invalidValue, "commit must be a hexadecimal commit id (7-40 digits)", at: r.node("commit")!.mark, path: path + "commit")
+        if let commit = self.commit, !(commit.count == 40 && commit.allSatisfy { $0.isHexDigit && !$0.isUppercase }) {
+            throw context.fail(.invalidValue, "commit must be a full commit id (40 lowercase hexadecimal digits)", at: r.node("commit")!.mark,
+                               path: path + "commit")
+        }
+        if let key = deployKeyFile, key.value.contains("'") {
+            throw context.fail(.invalidValue, "deployKeyFile must not contain a quote", at: r.node("deployKeyFile")!.mark, path: path + "deployKeyFile")
         }
         if ref.hasPrefix("-") || ref.contains("..") || ref.contains(" ") || ref.isEmpty {
             throw context.fail(.invalidValue, "\"\(ref)\" is not a branch or tag name", at: r.node("ref")!.mark, path: path + "ref")

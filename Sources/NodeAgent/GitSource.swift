@@ -48,14 +48,23 @@ struct GitSource: Sendable {
     /// - Throws: `SourceError` saying why this revision must not be applied.
     func fetch() async throws(SourceError) -> Revision {
         try await ensureMirror()
-        let fetched = try await git(["fetch", "--quiet", "--force", "--no-tags", "--", config.repo, "+\(config.ref):\(Self.trackedRef)"],
-                                    network: true)
-        guard fetched.succeeded else {
-            throw SourceError(reason: .unreachable, message: "git fetch \(config.repo) \(config.ref): \(Self.lastLine(fetched.stderr))")
+        // A branch, never a tag of the same name (which would rank first and could be pushed by
+        // anyone with tag rights); a full ref name is taken as given.
+        let candidates = config.ref.hasPrefix("refs/") ? [config.ref] : ["refs/heads/\(config.ref)", "refs/tags/\(config.ref)"]
+        var fetched: CommandResult?
+        for candidate in candidates {
+            let r = try await git(["fetch", "--quiet", "--force", "--no-tags", "--", config.repo, "+\(candidate):\(Self.trackedRef)"], network: true)
+            fetched = r
+            if r.succeeded { break }
+        }
+        guard let fetched, fetched.succeeded else {
+            throw SourceError(reason: .unreachable, message: "git fetch \(Self.redacted(config.repo)) \(config.ref): \(Self.redacted(Self.lastLine(fetched?.stderr ?? "")))")
         }
         let commit: String
         if let pinned = config.commit {
-            guard let resolved = try await revParse("\(pinned)^{commit}") else {
+            // A full object id, and one that the tracked ref's history really contains.
+            guard let resolved = try await revParse("\(pinned)^{commit}"), resolved == pinned,
+                  try await git(["merge-base", "--is-ancestor", pinned, Self.trackedRef]).succeeded else {
                 throw SourceError(reason: .git, commit: pinned, message: "the pinned commit \(pinned) is not in \(config.ref)'s history as fetched")
             }
             commit = resolved
@@ -66,7 +75,8 @@ struct GitSource: Sendable {
             commit = resolved
         }
         if let signers = config.allowedSignersFile {
-            let verified = try await git(["-c", "gpg.ssh.allowedSignersFile=\(signers)", "verify-commit", commit])
+            // Only the listed SSH keys count; an OpenPGP signature must be fully trusted too.
+            let verified = try await git(["-c", "gpg.ssh.allowedSignersFile=\(signers)", "-c", "gpg.minTrustLevel=fully", "verify-commit", commit])
             guard verified.succeeded else {
                 throw SourceError(reason: .unsigned, commit: commit,
                                   message: "the commit is not signed by a key in \(signers): \(Self.lastLine(verified.stderr))")
@@ -75,7 +85,11 @@ struct GitSource: Sendable {
         if config.commit == nil, !config.allowHistoryRewrite, let applied = try await revParse("\(Self.appliedRef)^{commit}"),
            applied != commit {
             let descends = try await git(["merge-base", "--is-ancestor", applied, commit])
-            if descends.exitCode == 1 {
+            // Fail closed: only "yes, it descends" lets the commit through.
+            if descends.exitCode != 0 {
+                if descends.exitCode != 1 {
+                    throw SourceError(reason: .git, commit: commit, message: "cannot tell whether \(commit.prefix(12)) descends from the applied \(applied.prefix(12)): \(Self.lastLine(descends.stderr))")
+                }
                 throw SourceError(reason: .historyRewrite, commit: commit,
                                   message: "\(config.ref) moved to a commit that does not descend from the applied \(applied.prefix(12)) (a force-push?); roll back with git revert, or pin the commit, or set source.allowHistoryRewrite")
             }
@@ -118,7 +132,8 @@ struct GitSource: Sendable {
     private func git(_ arguments: [String], network: Bool = false, outputLimit: Int = 1 << 20) async throws(SourceError) -> CommandResult {
         var environment: [String: String?] = ["GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "LC_ALL": "C"]
         if network, let key = config.deployKeyFile {
-            environment["GIT_SSH_COMMAND"] = "ssh -i \(key) -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new"
+            // GIT_SSH_COMMAND goes through a shell: the path is quoted (AgentConfig refuses a ').
+            environment["GIT_SSH_COMMAND"] = "ssh -i '\(key)' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new"
         }
         return try await run(Command("git", ["-C", mirror] + arguments, environment: environment,
                                      timeout: network ? .seconds(120) : .seconds(30), outputLimit: outputLimit))
@@ -130,6 +145,27 @@ struct GitSource: Sendable {
         } catch {
             throw SourceError(reason: .git, message: error.description)
         }
+    }
+
+    /// A URL without its user information, for messages: `https://user:token@host/x` → `https://host/x`.
+    static func redacted(_ text: String) -> String {
+        let chars = Array(text)
+        var out = ""
+        var i = 0
+        while i < chars.count {
+            out.append(chars[i])
+            if i + 2 < chars.count, chars[i] == ":", chars[i + 1] == "/", chars[i + 2] == "/" {
+                out += "//"
+                i += 3
+                // The authority runs to the next / (or space or quote); drop what precedes its last @.
+                var end = i
+                while end < chars.count, !"/ '".contains(chars[end]) { end += 1 }
+                if let at = chars[i..<end].lastIndex(of: "@") { i = at + 1 }
+                continue
+            }
+            i += 1
+        }
+        return out
     }
 
     static func lastLine(_ text: String) -> String {

@@ -72,6 +72,23 @@ struct GitSourceTests {
         #expect(try await repo.source(commit: first).fetch().platform.name.value == "one")
     }
 
+    @Test func aTagNamedLikeTheBranchDoesNotWinAndPinsMustBeInTheHistory() async throws {
+        let repo = try await Repo()
+        try await repo.commit(Self.platform("base"))
+        let onMain = try await repo.commit(Self.platform("main-tip"))
+        // Elsewhere, a commit tagged "main": git would rank refs/tags/main above refs/heads/main.
+        try await repo.git(["checkout", "--quiet", "-b", "side", "HEAD~1"])
+        let side = try await repo.commit(Self.platform("from-a-tag"))
+        try await repo.git(["tag", "main"])
+        try await repo.git(["checkout", "--quiet", "main"])
+        #expect(try await repo.source().fetch().commit == onMain)
+        // A pin must be a commit of the tracked branch's history.
+        let error = await failure(repo.source(commit: side))
+        #expect(error?.reason == .git)
+        #expect(error?.message.contains("is not in main's history") == true)
+        #expect(try await repo.source(commit: onMain).fetch().platform.name.value == "main-tip")
+    }
+
     @Test func anInvalidFileIsRefusedWithItsPosition() async throws {
         let repo = try await Repo()
         try await repo.commit(Self.platform("good"))
@@ -143,7 +160,7 @@ struct GitSourceTests {
             _ = try AgentConfig.parse(Array(text.utf8), file: "agent.yaml")
             Issue.record("accepted")
         } catch {
-            #expect(error.diagnostics.first?.description == "agent.yaml:6:11: error: source.commit: commit must be a hexadecimal commit id (7-40 digits)")
+            #expect(error.diagnostics.first?.description == "agent.yaml:6:11: error: source.commit: commit must be a full commit id (40 lowercase hexadecimal digits)")
         }
         let good = try? AgentConfig.parse(Array(text.replacingOccurrences(of: "  commit: \"not-a-sha\"\n", with: "").utf8), file: "agent.yaml")
         #expect(good?.source.ref == "main" && good?.poll == TimeSpan(milliseconds: 60_000) && good?.stateDirectory.value == "/var/lib/nodeagent")
@@ -175,5 +192,18 @@ struct SourceCommandTests {
         let validated = try await Binary.run(["validate", config, Fixtures.repository + "/examples/agent.yaml"])
         #expect(validated.exitCode == 0, "\(validated.stderr)")
         #expect(validated.stdout.contains("agent.yaml: OK (agent config: https://git.example.com/platform.git main)"))
+    }
+}
+
+@Suite("Git source: messages never show credentials")
+struct RedactionTests {
+    @Test(arguments: [
+        ("git fetch https://jules:tok3n@git.example.com/p.git main", "git fetch https://git.example.com/p.git main"),
+        ("fatal: unable to access 'https://u:p@h/x/': error", "fatal: unable to access 'https://h/x/': error"),
+        ("ssh://git@host/repo", "ssh://host/repo"),
+        ("file:///srv/repo", "file:///srv/repo"),
+    ])
+    func userInformationIsRemoved(text: String, expected: String) {
+        #expect(GitSource.redacted(text) == expected)
     }
 }

@@ -1,9 +1,11 @@
 import Prometheus
 import Reconcilers
+import Synchronization
 
 /// The daemon's Prometheus metrics, named by the Prometheus conventions.
-struct AgentMetrics: Sendable {
+final class AgentMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
+    private let lastCommit = Mutex<String?>(nil)
 
     func passFinished(_ entries: [Engine.Entry], converged: Bool, at seconds: Double) {
         for e in entries {
@@ -40,6 +42,12 @@ struct AgentMetrics: Sendable {
     }
 
     func applied(commit: String) {
+        // One series reads 1: the previous revision's goes to 0.
+        if let previous = lastCommit.withLock({ c -> String? in let p = c; c = commit; return p }), previous != commit {
+            registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "applied_revision", unitName: "info",
+                                                 helpText: "The commit of the applied desired state."),
+                               labels: [("commit", previous)]).set(to: 0)
+        }
         registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "applied_revision", unitName: "info",
                                              helpText: "The commit of the applied desired state."),
                            labels: [("commit", commit)]).set(to: 1)

@@ -29,12 +29,17 @@ final class ReconcileLoop: Service, Sendable {
     private let triggers: AsyncStream<Void>
     private let continuation: AsyncStream<Void>.Continuation
     private let backoff = Mutex(Backoff())
+    /// Set by POST /sync; the next pass starts with a clean backoff.
+    private let resetPending = Mutex(false)
     private let lastRevision = Mutex<String?>(nil)
     /// The desired state the last pass converged towards.
     private let current = Mutex<Platform?>(nil)
 
     static let appliedFile = "/var/lib/nodeagent/applied/platform.yaml"
     static let appliedCommitFile = "/var/lib/nodeagent/applied/commit"
+    /// The newest revision the source accepted (fetched, verified, valid), converged or not:
+    /// what a pass falls back to when the source refuses, so the node never goes backwards.
+    static let acceptedFile = "/var/lib/nodeagent/accepted/platform.yaml"
 
     init(source: Source, engine: Engine, host: Host, status: AgentStatus, metrics: AgentMetrics, poll: TimeSpan, drift: TimeSpan, logger: Logger) {
         (self.source, self.engine, self.host, self.status, self.metrics, self.poll, self.drift, self.logger) =
@@ -49,7 +54,7 @@ final class ReconcileLoop: Service, Sendable {
 
     /// An explicit request (POST /sync): every reconciler tries again, backoff or not.
     func sync() {
-        backoff.withLock { $0.reset() }
+        resetPending.withLock { $0 = true }
         continuation.yield()
     }
 
@@ -76,12 +81,15 @@ final class ReconcileLoop: Service, Sendable {
     /// One pass: take the newest good revision (or keep the last applied one), apply it,
     /// record the outcome. Never throws: every failure ends up in /status.
     func pass() async {
+        if resetPending.withLock({ let r = $0; $0 = false; return r }) { backoff.withLock { $0.reset() } }
         var revision: Revision?
         switch source {
         case .git(let git):
             do {
                 revision = try await git.fetch()
                 await status.sourceSucceeded(commit: revision!.commit)
+                // Accepted: the base the next fetch must descend from, and the fallback.
+                try? await git.markApplied(revision!.commit)
             } catch {
                 await status.sourceFailed(error)
                 logger.warning("source refused", metadata: ["reason": "\(error.reason.rawValue)", "message": "\(error.message)"])
@@ -100,8 +108,10 @@ final class ReconcileLoop: Service, Sendable {
         let platform: Platform
         if let revision {
             platform = revision.platform
-        } else if let bytes = try? host.files.read(Self.appliedFile), let last = try? DesiredStateLoader.load(bytes, file: Self.appliedFile) {
-            platform = last   // the last good revision keeps being converged
+            try? host.files.write(Self.acceptedFile, revision.bytes, mode: 0o600)
+        } else if let bytes = try? host.files.read(Self.acceptedFile) ?? host.files.read(Self.appliedFile),
+                  let last = try? DesiredStateLoader.load(bytes, file: Self.acceptedFile) {
+            platform = last   // the last accepted revision keeps being converged
         } else {
             await status.record(event: "nothing to apply yet: no valid revision")
             return
@@ -113,7 +123,16 @@ final class ReconcileLoop: Service, Sendable {
         }
         let now = host.clock.now()
         let all = Set(engine.reconcilers.map(\.name) + ReconcilerName.all.map(\.name))
-        let resting = all.filter { name in backoff.withLock { $0.isWaiting(name.rawValue, at: now) } }
+        // A resting reconciler is still failed: its dependents rest with it rather than run on it.
+        var resting = all.filter { name in backoff.withLock { $0.isWaiting(name.rawValue, at: now) } }
+        var grew = true
+        while grew {
+            grew = false
+            for r in engine.reconcilers where !resting.contains(r.name) && r.dependencies.contains(where: resting.contains) {
+                resting.insert(r.name)
+                grew = true
+            }
+        }
         let entries = await engine.apply(platform, only: resting.isEmpty ? nil : all.subtracting(resting))
         backoff.withLock { b in
             for e in entries {
@@ -129,7 +148,7 @@ final class ReconcileLoop: Service, Sendable {
         let converged = resting.isEmpty && entries.allSatisfy { e in
             switch e.outcome {
             case .notDeclared, .notHandled: return true
-            case .applied(_, let c): return c.status == .ready || c.reason == "AwaitingConfirmation"
+            case .applied(_, let c): return c.status == .ready   // a change awaiting its confirmation is not done yet
             default: return false
             }
         }
@@ -140,7 +159,6 @@ final class ReconcileLoop: Service, Sendable {
             do {
                 try host.files.write(Self.appliedFile, revision.bytes, mode: 0o600)
                 try host.files.write(Self.appliedCommitFile, Array((revision.commit + "\n").utf8), mode: 0o600)
-                if case .git(let git) = source { try await git.markApplied(revision.commit) }
                 await status.applied(commit: revision.commit, name: platform.name.value)
                 metrics.applied(commit: revision.commit)
             } catch {

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ArgumentParser
 import Hummingbird
 import Logging
@@ -32,6 +35,9 @@ struct Run: AsyncParsableCommand {
     var revertAfter = "60s"
 
     func run() async throws {
+        // SIGHUP asks for a pass; until the loop listens for it (after the first pass), it must
+        // not end the process, which is SIGHUP's default.
+        signal(SIGHUP, SIG_IGN)
         var logger = Logger(label: "nodeagent")
         logger.logLevel = .info
         let host = Host(root: root)
@@ -46,6 +52,10 @@ struct Run: AsyncParsableCommand {
             (pollInterval, drift) = (agent.poll, agent.drift)
         }
         let status = AgentStatus(clock: host.clock)
+        if let commit = try? host.files.read(ReconcileLoop.appliedCommitFile),
+           let bytes = try? host.files.read(ReconcileLoop.appliedFile), let last = try? DesiredStateLoader.load(bytes, file: ReconcileLoop.appliedFile) {
+            await status.applied(commit: String(decoding: commit, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? "", name: last.name.value)
+        }
         let metrics = AgentMetrics()
         let revert = try TimeSpan(parsing: revertAfter)
         let options = PassOptions(firewall: .init(revertAfter: max(revert, TimeSpan(milliseconds: 1000))))
@@ -55,7 +65,7 @@ struct Run: AsyncParsableCommand {
         // created by that pass.
         await loop.pass()
         let address = loop.listenAddress(override: listen)
-        let app = Application(router: StatusServer.router(status: status, metrics: metrics, loop: loop, token: loop.syncToken()),
+        let app = Application(router: StatusServer.router(status: status, metrics: metrics, loop: loop),
                               configuration: .init(address: .hostname(address.host, port: address.port), serverName: "nodeagent"),
                               logger: logger)
         logger.info("serving", metadata: ["address": "\(address.host):\(address.port)"])

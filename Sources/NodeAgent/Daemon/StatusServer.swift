@@ -5,7 +5,7 @@ import YAML
 
 /// The HTTP API on the WireGuard address: /healthz, /readyz, /status, /metrics, POST /sync.
 enum StatusServer {
-    static func router(status: AgentStatus, metrics: AgentMetrics, loop: ReconcileLoop, token: [UInt8]?) -> Router<BasicRequestContext> {
+    static func router(status: AgentStatus, metrics: AgentMetrics, loop: ReconcileLoop) -> Router<BasicRequestContext> {
         let router = Router()
         router.get("/healthz") { _, _ in text(.ok, "ok\n") }
         router.get("/readyz") { _, _ in
@@ -20,7 +20,8 @@ enum StatusServer {
                      body: .init(byteBuffer: ByteBuffer(bytes: metrics.registry.emitToBuffer())))
         }
         router.post("/sync") { request, _ in
-            guard let token, !token.isEmpty else { return text(.forbidden, "no tokenFile configured: POST /sync is disabled\n") }
+            // Read on every request: a rotated token works at once, the old one stops working.
+            guard let token = loop.syncToken(), !token.isEmpty else { return text(.forbidden, "no tokenFile configured: POST /sync is disabled\n") }
             let presented = request.headers[.authorization].map { Array($0.utf8) } ?? []
             guard constantTimeEqual(presented, Array("Bearer ".utf8) + token) else { return text(.unauthorized, "unauthorized\n") }
             loop.sync()
