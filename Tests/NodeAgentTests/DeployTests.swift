@@ -47,4 +47,34 @@ struct DeployTests {
         let agent = try AgentConfig.parse(Array(try #require(content("/etc/nodeagent/agent.yaml")).utf8), file: "agent.yaml")
         #expect(agent.stateDirectory.value == "/var/lib/nodeagent")
     }
+
+    @Test func theShippedFilesAreWhatInitWrites() throws {
+        #expect(try String(contentsOfFile: Self.unitPath, encoding: .utf8) == InstallFiles.unit)
+        #expect(try String(contentsOfFile: Self.userDataPath, encoding: .utf8) == InstallFiles.userData())
+    }
+
+    @Test func initWritesAValidStarterForANode() async throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let args = ["init", "--name", "vps-7", "--repo", "https://git.example.com/platform.git", "--endpoint", "vps-7.example.com",
+                    "--ssh-key", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJyusluo6f+skZyxlCrGC9pbW+J0mbl297SaO3yWJ6Fk ops@laptop",
+                    "--peer", "laptop=XuwNxBmqgze/cl8Cb9qceMHLHGQu6v+dbhES83eD6UI=",
+                    "--binary-url", "https://downloads.example.com/nodeagent", "--binary-sha256", String(repeating: "ab", count: 32),
+                    "--output", dir]
+        let r = try await Binary.run(args)
+        #expect(r.exitCode == 0, "\(r.stderr)")
+        let validated = try await Binary.run(["validate", dir + "/platform.yaml", dir + "/agent.yaml"])
+        #expect(validated.exitCode == 0, "\(validated.stderr)")
+        #expect(validated.stdout.contains("platform.yaml: OK (vps-7: firewall, os, status, wireguard)"))
+        let schema = try await SystemCommandRunner().run(Command("cloud-init", ["schema", "--config-file", dir + "/user-data.yaml"]))
+        #expect(schema.exitCode == 0, "\(schema.stdout)\(schema.stderr)")
+        let userData = try String(contentsOfFile: dir + "/user-data.yaml", encoding: .utf8)
+        #expect(userData.contains("curl -fsSL -o /usr/local/bin/nodeagent.download https://downloads.example.com/nodeagent"))
+        #expect(userData.contains("repo: https://git.example.com/platform.git"))
+        // Never over an existing file without --force; a bad flag writes nothing.
+        #expect(try await Binary.run(args).exitCode == 1)
+        let bad = try await Binary.run(["init", "--name", "Bad_Name", "--repo", "r", "--endpoint", "e", "--output", dir + "/other"])
+        #expect(bad.exitCode == 1)
+        #expect(!FileManager.default.fileExists(atPath: dir + "/other/platform.yaml"))
+    }
 }
