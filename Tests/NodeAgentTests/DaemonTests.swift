@@ -182,4 +182,33 @@ struct DaemonTests {
         if let daemon { DetachedProcess.stop(daemon) }
         await lab.destroy()
     }
+
+    @Test func sigtermDuringThePassFinishesTheStepAndExitsCleanly() async throws {
+        let lab = try await NetworkLab()
+        defer { Task { await lab.destroy() } }
+        let state = lab.root + "/platform.yaml"
+        try """
+            apiVersion: nodeagent/v1
+            kind: Platform
+            metadata: {name: stopping}
+            spec:
+              firewall: {publicInterface: eth0}
+              status: {listen: "127.0.0.1:9430"}
+
+            """.write(toFile: state, atomically: true, encoding: .utf8)
+        // The firewall step pauses two seconds after loading the new table: SIGTERM lands there.
+        let pid = try DetachedProcess.spawn(["/bin/sh", "-c",
+            "NODEAGENT_PAUSE_AT=firewall-loaded exec ip netns exec \(lab.vps) \"$0\" run --state \"$1\" --root \"$2\" 2>\"$2/daemon.log\"",
+            Binary.path, state, lab.root])
+        try await Task.sleep(for: .milliseconds(800))
+        kill(pid, SIGTERM)
+        let code = await DetachedProcess.waitForExit(pid, timeout: .seconds(15))
+        #expect(code == 0, "exit \(String(describing: code)): \((try? String(contentsOfFile: lab.root + "/daemon.log", encoding: .utf8)) ?? "")")
+        // The step it was in was finished, not abandoned half-way: checked, recorded, timer disarmed.
+        let fs = RootedFileSystem(root: lab.root)
+        #expect(try fs.read("/var/lib/nodeagent/firewall/applied.nft") != nil)
+        #expect(try fs.read("/var/lib/nodeagent/firewall/revert.pid") == nil)
+        #expect(try await lab.run(lab.vps, ["nft", "list", "table", "inet", "nodeagent"]).exitCode == 0)
+        await lab.destroy()
+    }
 }

@@ -45,6 +45,7 @@ final class ReconcileLoop: Service, Sendable {
         (self.source, self.engine, self.host, self.status, self.metrics, self.poll, self.drift, self.logger) =
             (source, engine, host, status, metrics, poll, drift, logger)
         (triggers, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        (firstPassDone, firstPassContinuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
     /// Asks for a pass (SIGHUP, timers).
@@ -58,7 +59,16 @@ final class ReconcileLoop: Service, Sendable {
         continuation.yield()
     }
 
+    /// Yields once, when the first pass is over (the status server binds after it).
+    let firstPassDone: AsyncStream<Void>
+    private let firstPassContinuation: AsyncStream<Void>.Continuation
+
     func run() async throws {
+        // The first pass runs inside the service group, so SIGTERM during it is a graceful
+        // shutdown: the pass finishes its step, then the process exits 0.
+        await pass()
+        firstPassContinuation.yield()
+        firstPassContinuation.finish()
         await withTaskGroup(of: Void.self) { group in
             for interval in [poll, drift] {
                 group.addTask { [self] in

@@ -61,16 +61,35 @@ struct Run: AsyncParsableCommand {
         let options = PassOptions(firewall: .init(revertAfter: max(revert, TimeSpan(milliseconds: 1000))))
         let loop = ReconcileLoop(source: source, engine: try Engine(BuiltInReconcilers.all(on: host, options: options)), host: host, status: status,
                                  metrics: metrics, poll: pollInterval, drift: drift, logger: logger)
-        // The first pass comes before the server binds: the WireGuard address it binds to is
-        // created by that pass.
-        await loop.pass()
-        let address = loop.listenAddress(override: listen)
-        let app = Application(router: StatusServer.router(status: status, metrics: metrics, loop: loop),
-                              configuration: .init(address: .hostname(address.host, port: address.port), serverName: "nodeagent"),
-                              logger: logger)
-        logger.info("serving", metadata: ["address": "\(address.host):\(address.port)"])
-        // Listed in start order; shutdown runs in reverse, so the status server stops last.
-        let group = ServiceGroup(configuration: .init(services: [app, loop], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        // The status server binds after the first pass: the WireGuard address it binds to is
+        // created by that pass. Listed first, it also stops last.
+        let serverLogger = logger
+        let server = DeferredServer(loop: loop) {
+            let address = loop.listenAddress(override: listen)
+            serverLogger.info("serving", metadata: ["address": "\(address.host):\(address.port)"])
+            return Application(router: StatusServer.router(status: status, metrics: metrics, loop: loop),
+                               configuration: .init(address: .hostname(address.host, port: address.port), serverName: "nodeagent"),
+                               logger: serverLogger)
+        }
+        let group = ServiceGroup(configuration: .init(services: [server, loop], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+}
+
+/// Runs the status server once the loop's first pass is over, or not at all if the agent is
+/// asked to stop before that.
+struct DeferredServer: Service {
+    let loop: ReconcileLoop
+    let make: @Sendable () -> any Service
+
+    func run() async throws {
+        var passed = false
+        for await _ in loop.firstPassDone.cancelOnGracefulShutdown() { passed = true }
+        guard passed, !Task.isShuttingDownGracefully else {
+            // Stopping before the server ever ran: wait for the shutdown to finish our peers.
+            try? await gracefulShutdown()
+            return
+        }
+        try await make().run()
     }
 }

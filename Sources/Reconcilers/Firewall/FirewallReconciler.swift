@@ -109,6 +109,7 @@ public struct FirewallReconciler: Reconciler {
         do {
             try await commands.check(Nft.command(["-f", "-"], input: transaction))
             FaultInjection.crashIfRequested(at: "firewall-loaded")
+            FaultInjection.pauseIfRequested(at: "firewall-loaded")
             guard let live = try await Nft.listTable(commands), live.contains("chain prerouting"), live.contains("chain input") else {
                 throw ReconcileError(.failed, reason: "NotLoaded", "the table is not in the kernel after loading it")
             }

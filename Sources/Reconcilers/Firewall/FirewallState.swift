@@ -120,8 +120,15 @@ public struct FirewallState: Sendable {
 }
 
 /// Test-only crash points: with `NODEAGENT_CRASH_AT=NAME` in the environment the process
-/// kills itself with SIGKILL at that point, as a power cut or OOM kill would.
+/// kills itself with SIGKILL at that point, as a power cut or OOM kill would; with
+/// `NODEAGENT_PAUSE_AT=NAME` it stops there for two seconds (a slow step, to signal into).
 public enum FaultInjection {
+    public static func pauseIfRequested(at point: String) {
+        if let wanted = getenv("NODEAGENT_PAUSE_AT"), String(cString: wanted) == point {
+            usleep(2_000_000)
+        }
+    }
+
     public static func crashIfRequested(at point: String) {
         if let wanted = getenv("NODEAGENT_CRASH_AT"), String(cString: wanted) == point {
             kill(getpid(), SIGKILL)
