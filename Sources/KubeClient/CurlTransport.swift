@@ -49,7 +49,7 @@ public struct TransportError: Error, Sendable, CustomStringConvertible {
 /// connection is reused (keep-alive) and no blocking call ever runs on the cooperative pool.
 public final class CurlTransport: Sendable {
     private let config: Kubeconfig
-    private let worker = Worker(name: "kube-http")
+    private let worker = Worker()
     private let handle: HandleBox
 
     public init(config: Kubeconfig) {
@@ -74,7 +74,7 @@ public final class CurlTransport: Sendable {
         return AsyncThrowingStream { continuation in
             let sink = ResponseSink()
             sink.onChunk = { continuation.yield($0) }
-            let worker = Worker(name: "kube-watch")
+            let worker = Worker()
             worker.submit {
                 let handle = HandleBox()
                 let result = handle.perform(request, config: config, sink: sink)

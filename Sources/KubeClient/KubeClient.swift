@@ -1,6 +1,5 @@
-/// The Kubernetes API client over libcurl (through `CCurl`) lands here: kubeconfig loading,
-/// get/list/watch/server-side apply/delete and `Status` errors. Until then this module holds
-/// only the identity nodeagent uses towards the API server, shared by the reconcilers to come.
+/// The identity nodeagent uses towards the API server: the field manager of its server-side
+/// applies, and the label that marks the objects it manages (so pruning touches only those).
 public enum KubeClientIdentity {
     /// The server-side apply field manager of every object nodeagent writes.
     public static let fieldManager = "nodeagent"

@@ -14,7 +14,7 @@ final class Worker: Sendable {
     private let state = Mutex(State())
     private let signal = Semaphore()
 
-    init(name: String) {
+    init() {
         let box = Unmanaged.passRetained(self)
         var thread = pthread_t()
         let rc = pthread_create(&thread, nil, { raw in

@@ -5,7 +5,7 @@ import YAML
 /// Options shared by the commands that act on a desired state.
 struct StateOptions: ParsableArguments {
     /// Where the daemon keeps the revision it last applied.
-    static let lastApplied = "/var/lib/nodeagent/applied/platform.yaml"
+    static let lastApplied = ReconcileLoop.appliedFile
 
     @Option(name: .long, help: ArgumentHelp("The desired-state file (default: the revision the agent last applied, \(StateOptions.lastApplied)).",
                                             valueName: "FILE"))
