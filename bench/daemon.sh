@@ -7,25 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps
+source bench/lib.sh
 for tool in wrk nft wg wireguard-go; do
   command -v "$tool" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nftables wireguard-tools wireguard-go; break; }
 done
 swift build -c release --static-swift-stdlib --product nodeagent
 bin=$PWD/.build/release/nodeagent
-id=$(printf '%x' $((RANDOM * 32768 + RANDOM)) | cut -c1-5)
-ns=nad${id}; iface=nad${id}g
-work=$(mktemp -d /tmp/nodeagent-bench.XXXXXX)
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-  for p in $(pgrep -f "wireguard-go $iface\$" || true); do kill "$p"; done
-  ip netns del "$ns" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-ip netns add "$ns"
-ip netns exec "$ns" ip link set lo up
-ip netns exec "$ns" ip link add eth0 type veth peer name eth0peer
+bench_namespace nad
 root=$work/root
 mkdir -p "$root/etc/nodeagent/secrets" "$work/repo"
 echo "bench-token" > "$root/etc/nodeagent/secrets/api-token"
@@ -59,7 +47,7 @@ source: {repo: "file://$work/repo", ref: main, path: platform.yaml}
 intervals: {poll: 60s, drift: 5m}
 YML
 ip netns exec "$ns" "$bin" run --config "$root/agent.yaml" --root "$root" 2>"$work/daemon.log" &
-pid=$!
+bench_pid=$!
 for _ in $(seq 100); do
   ip netns exec "$ns" curl -s --max-time 1 http://10.8.0.1:9430/healthz >/dev/null 2>&1 && break
   sleep 0.1
@@ -81,17 +69,17 @@ for i in $(seq 10); do
 done
 
 sleep 5
-rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
-cpu0=$(awk '{print $14 + $15}' /proc/$pid/stat)
+rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$bench_pid/status)
+cpu0=$(awk '{print $14 + $15}' /proc/$bench_pid/stat)
 sleep 10
-cpu1=$(awk '{print $14 + $15}' /proc/$pid/stat)
+cpu1=$(awk '{print $14 + $15}' /proc/$bench_pid/stat)
 ticks=$(getconf CLK_TCK)
 
 inside wrk -t2 -c8 -d5s --latency http://10.8.0.1:9430/status > "$work/wrk-status.txt"
 inside wrk -t2 -c8 -d5s --latency http://10.8.0.1:9430/metrics > "$work/wrk-metrics.txt"
 
 python3 - "$work" "$rss_kb" "$cpu0" "$cpu1" "$ticks" "${latencies[@]}" <<'PY' | tee -a BENCHMARKS.md
-import sys, re, datetime, platform, subprocess
+import os, sys, re, datetime, platform, subprocess
 w, rss, c0, c1, ticks = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 lat = sorted(int(x) for x in sys.argv[6:])
 def wrk(name):
@@ -100,13 +88,11 @@ def wrk(name):
     v = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
     rps = re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)
     return v, float(rps)
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
-mem = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal"))) // 1024 // 1024
-cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+machine = os.environ["BENCH_MACHINE"]
 s99, srps = wrk("status"); m99, mrps = wrk("metrics")
 idle_cpu = (c1 - c0) / ticks / 10 * 100
 print(f"\n## daemon: commit-to-converged, idle footprint, /status and /metrics under wrk — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n")
-print(f"Machine: {cores} cores ({cpu}), {mem} GiB, {platform.system()} {platform.release()}. Command: `bench/daemon.sh` "
+print(f"Machine: {machine}. Command: `bench/daemon.sh` "
       "(release build, static Swift runtime; a network namespace with nftables and wireguard-go; a local Git repository).\n")
 print("| measure | result | target |")
 print("|---|---|---|")

@@ -9,23 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps
+source bench/lib.sh
 for tool in hyperfine nft wg wireguard-go sshd; do
   command -v "$tool" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine nftables wireguard-tools wireguard-go openssh-server python3-venv; break; }
 done
 swift build -c release --static-swift-stdlib --product nodeagent
 bin=$PWD/.build/release/nodeagent
-id=$(printf '%x' $((RANDOM * 32768 + RANDOM)) | cut -c1-5)
-ns=nab${id}; iface=nab${id}g
-work=$(mktemp -d /tmp/nodeagent-bench.XXXXXX)
-cleanup() {
-  for p in $(pgrep -f "wireguard-go $iface\$" || true); do kill "$p"; done
-  ip netns del "$ns" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-ip netns add "$ns"
-ip netns exec "$ns" ip link set lo up
-ip netns exec "$ns" ip link add eth0 type veth peer name eth0peer   # the public interface the firewall names
+bench_namespace nab
 
 venv=$work/venv
 python3 -m venv "$venv"
@@ -39,7 +29,7 @@ for root in "$work/na" "$work/ansible"; do
   printf 'HostKey %s/etc/ssh/ssh_host_ed25519_key\nInclude /etc/ssh/sshd_config.d/*.conf\n' "$root" > "$root/etc/ssh/sshd_config"
 done
 python3 - "$work/platform.yaml" "$iface" <<'PY'
-import base64, hashlib, sys
+import os, base64, hashlib, sys
 path, iface = sys.argv[1], sys.argv[2]
 peers = "\n".join(
     f"      - {{name: peer-{i}, publicKey: \"{base64.b64encode(hashlib.sha256(b'p%d' % i).digest()).decode()}\", allowedIPs: [10.8.0.{i + 2}/32]}}"
@@ -128,19 +118,17 @@ hyperfine -N --warmup 3 --runs 40 --export-json "$work/start.json" "$bin version
 # The pass itself, as the daemon runs it (no process start): the engine's own timing, -o json.
 for _ in $(seq 40); do "${noop[@]}" -o json 2>/dev/null; echo; done > "$work/passes.jsonl"
 python3 - "$work" "$ansible_version" <<'PY' | tee -a BENCHMARKS.md
-import json, sys, datetime, platform, subprocess
+import os, json, sys, datetime, platform, subprocess
 w, ansible = sys.argv[1], sys.argv[2]
 def r(name):
     x = json.load(open(f"{w}/{name}.json"))["results"][0]
     return x["median"] * 1000, x["min"] * 1000, x["max"] * 1000
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
-mem = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal"))) // 1024 // 1024
-cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+machine = os.environ["BENCH_MACHINE"]
 na, an, ns, start = r("na"), r("ansible"), r("netns"), r("start")
 passes = sorted(sum(e["seconds"] for e in json.loads(l)["reconcilers"]) * 1000 for l in open(f"{w}/passes.jsonl") if l.strip())
 pm = passes[len(passes) // 2]
 print(f"\n## no-op pass of os + firewall + wireguard (20 peers) vs Ansible — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n")
-print(f"Machine: {cores} cores ({cpu}), {mem} GiB, {platform.system()} {platform.release()}. Command: `bench/host-noop.sh` "
+print(f"Machine: {machine}. Command: `bench/host-noop.sh` "
       f"(release build, in a network namespace with wireguard-go; {ansible}).\n")
 print("| run | median | min | max |")
 print("|---|---|---|---|")

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps
+source bench/lib.sh
 { command -v hyperfine && [ -x /usr/bin/time ]; } >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine time; }
 swift build -c release --static-swift-stdlib --product nodeagent
 bin=$PWD/.build/release/nodeagent
@@ -31,17 +32,15 @@ done
 peak=$( { /usr/bin/time -f '%M' "$bin" validate "$work/large.yaml" >/dev/null; } 2>&1 | tail -1 )
 size=$(wc -c < "$work/large.yaml")
 python3 - "$work" "$size" "$peak" <<'PY' | tee -a BENCHMARKS.md
-import json, sys, subprocess, datetime, platform
+import os, json, sys, subprocess, datetime, platform
 w, size, peak = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def med(name):
     r = json.load(open(f"{w}/{name}.json"))["results"][0]
     return r["median"] * 1000, r["min"] * 1000, r["max"] * 1000
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
-mem = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal"))) // 1024 // 1024
-cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+machine = os.environ["BENCH_MACHINE"]
 m, lo, hi = med("large")
 print(f"\n## validate: 1,000 peers + 100 Helm releases — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n")
-print(f"Machine: {cores} cores ({cpu}), {mem} GiB, {platform.system()} {platform.release()}. Command: `bench/validate.sh` (release build with --static-swift-stdlib as shipped, hyperfine, 60 runs after 5 warm-ups).\n")
+print(f"Machine: {machine}. Command: `bench/validate.sh` (release build with --static-swift-stdlib as shipped, hyperfine, 60 runs after 5 warm-ups).\n")
 print("| input | median | min | max | target |")
 print("|---|---|---|---|---|")
 print(f"| generated desired state ({size // 1024} KiB) | {m:.1f} ms | {lo:.1f} ms | {hi:.1f} ms | ≤ 50 ms median: {'met' if m <= 50 else 'MISSED'} |")
