@@ -25,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // SHA-256 of downloads (K3s), dumps and applied objects; already in Hummingbird's graph.
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         .systemLibrary(name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl",
@@ -36,6 +38,7 @@ let package = Package(
         .target(name: "Reconcilers", dependencies: [
             "YAML", "KubeClient",
             .product(name: "Subprocess", package: "swift-subprocess"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: strict),
         .executableTarget(name: "NodeAgent", dependencies: [
             "YAML", "KubeClient", "Reconcilers",
@@ -57,7 +60,7 @@ let package = Package(
         .testTarget(name: "ReconcilersTests", dependencies: ["Reconcilers", "YAML", "TestSupport"],
                     swiftSettings: strict),
         // Depends on the executable so `swift test` always builds the `nodeagent` binary it runs.
-        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "Reconcilers", "YAML", "TestSupport", "KubeTestServer"],
+        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "Reconcilers", "KubeClient", "YAML", "TestSupport", "KubeTestServer"],
                     swiftSettings: strict),
     ]
 )

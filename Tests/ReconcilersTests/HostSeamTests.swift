@@ -180,3 +180,26 @@ struct WallClockTests {
         #expect(SystemWallClock().now().millisecondsSinceEpoch > 1_767_225_600_000)
     }
 }
+
+@Suite("Timestamp in RFC 3339, as Kubernetes writes times")
+struct TimestampTests {
+    @Test func formatsAndParsesUTC() {
+        #expect(Timestamp(millisecondsSinceEpoch: 0).rfc3339 == "1970-01-01T00:00:00Z")
+        #expect(Timestamp(millisecondsSinceEpoch: 1_795_734_245_999).rfc3339 == "2026-11-26T23:04:05Z")
+        #expect(Timestamp(millisecondsSinceEpoch: 951_782_400_000).rfc3339 == "2000-02-29T00:00:00Z")
+        #expect(Timestamp(rfc3339: "2026-11-26T23:04:05Z") == Timestamp(millisecondsSinceEpoch: 1_795_734_245_000))
+        #expect(Timestamp(rfc3339: "2026-11-27T00:04:05.5+01:00") == Timestamp(millisecondsSinceEpoch: 1_795_734_245_500))
+        #expect(Timestamp(rfc3339: "2026-11-26 20:24:05") == nil)
+        #expect(Timestamp(rfc3339: "2026-13-01T00:00:00Z") == nil)
+        #expect(Timestamp(rfc3339: "2026-11-26T20:24:05Zjunk") == nil)
+    }
+
+    @Test func roundTripsEverySecondOfManyDays() {
+        var ms: Int64 = -86_400_000 * 800
+        while ms < 4_102_444_800_000 {   // 1967 … 2100
+            let t = Timestamp(millisecondsSinceEpoch: ms)
+            #expect(Timestamp(rfc3339: t.rfc3339) == t)
+            ms += 86_400_000 * 7 + 3_601_000
+        }
+    }
+}

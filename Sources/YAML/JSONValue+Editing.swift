@@ -1,7 +1,6 @@
-public import YAML
-
 extension JSONValue {
-
+    /// The value at a key path (`["metadata", "name"]`); setting nil removes it, setting a
+    /// value creates the objects on the way.
     public subscript(path: [String]) -> JSONValue? {
         get {
             var current: JSONValue? = self
