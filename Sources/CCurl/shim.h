@@ -19,6 +19,7 @@ static inline CURLcode CCurl_setoptHeaderFunction(CURL *h, CCurl_WriteCallback c
 typedef int (*CCurl_XferInfoCallback)(void *, curl_off_t, curl_off_t, curl_off_t, curl_off_t);
 static inline CURLcode CCurl_setoptXferInfoFunction(CURL *h, CCurl_XferInfoCallback cb) { return curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, cb); }
 static inline CURLcode CCurl_getinfoLong(CURL *h, CURLINFO i, long *out) { return curl_easy_getinfo(h, i, out); }
+static inline CURLcode CCurl_getinfoDouble(CURL *h, CURLINFO i, double *out) { return curl_easy_getinfo(h, i, out); }
 /* CURL_GLOBAL_DEFAULT imports as Int32 while curl_global_init takes a long. */
 static inline long CCurl_globalDefault(void) { return CURL_GLOBAL_DEFAULT; }
 #endif

@@ -96,6 +96,30 @@ public final class KubeAPI: Sendable {
         try await json("GET", ref.path)
     }
 
+    /// The object, or nil when it does not exist.
+    public func getIfPresent(_ ref: ResourceRef) async throws -> JSONValue? {
+        do {
+            return try await get(ref)
+        } catch let error as KubeStatusError where error.isNotFound {
+            return nil
+        }
+    }
+
+    /// The last lines a pod's (first) container wrote, as `kubectl logs --tail` shows them.
+    public func log(namespace: String, pod: String, tailLines: Int = 20) async throws -> String {
+        let path = ResourceRef(plural: "pods", namespace: namespace, name: pod).path + "/log?tailLines=\(tailLines)"
+        let response = try await send(HTTPRequest("GET", path, headers: [("Accept", "text/plain")], timeout: timeout))
+        guard (200..<300).contains(response.status) else { throw KubeStatusError(response) }
+        return String(decoding: response.body, as: UTF8.self)
+    }
+
+    /// Whether `GET /readyz` answers 200 `ok`: the API server is up and its checks pass.
+    /// One try, no retries: the caller polls.
+    public func isReady() async -> Bool {
+        guard let response = try? await transport.send(HTTPRequest("GET", "/readyz", timeout: min(timeout, .seconds(5)))) else { return false }
+        return response.status == 200
+    }
+
     /// Every matching object, following `continue` tokens page by page.
     public func list(_ ref: ResourceRef, labelSelector: String? = nil, pageSize: Int = 500) async throws -> [JSONValue] {
         try await listWithVersion(ref, labelSelector: labelSelector, pageSize: pageSize).items

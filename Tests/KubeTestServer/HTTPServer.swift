@@ -21,6 +21,9 @@ public final class HTTPServer: @unchecked Sendable {
         case full(status: Int, headers: [(String, String)], body: [UInt8])
         /// Chunked; `produce` writes chunks until it returns (or the client goes away).
         case stream(status: Int, headers: [(String, String)], produce: @Sendable (_ write: ([UInt8]) -> Bool) -> Void)
+        /// Announces the whole body's length but sends only its first `sent` bytes, then closes:
+        /// a transfer cut off mid-way.
+        case truncated(status: Int, body: [UInt8], sent: Int)
     }
 
     public let port: Int
@@ -88,6 +91,10 @@ public final class HTTPServer: @unchecked Sendable {
                 }
                 _ = send(fd, Array("0\r\n\r\n".utf8))
                 return   // a watch ends its connection
+            case .truncated(let status, let body, let sent):
+                let head = "HTTP/1.1 \(status) \(Self.reason(status))\r\nContent-Length: \(body.count)\r\n\r\n"
+                _ = send(fd, Array(head.utf8) + body.prefix(sent))
+                return
             }
         }
     }

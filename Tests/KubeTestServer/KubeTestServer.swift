@@ -51,6 +51,8 @@ public final class KubeTestServer: @unchecked Sendable {
         var compactedBelow = 0
         /// Bumped to end every open watch (a dropped connection).
         var watchGeneration = 0
+        /// Pod logs by "namespace/pod".
+        var logs: [String: String] = [:]
     }
 
     public let tls: TLSPaths
@@ -75,7 +77,20 @@ public final class KubeTestServer: @unchecked Sendable {
         ResourceType(group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", namespaced: true),
         ResourceType(group: "", version: "v1", kind: "Secret", plural: "secrets", namespaced: true),
         ResourceType(group: "", version: "v1", kind: "Node", plural: "nodes", namespaced: false),
+        ResourceType(group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true),
+        ResourceType(group: "batch", version: "v1", kind: "Job", plural: "jobs", namespaced: true),
+        ResourceType(group: "apps", version: "v1", kind: "Deployment", plural: "deployments", namespaced: true),
+        ResourceType(group: "apps", version: "v1", kind: "StatefulSet", plural: "statefulsets", namespaced: true),
+        ResourceType(group: "apps", version: "v1", kind: "DaemonSet", plural: "daemonsets", namespaced: true),
+        ResourceType(group: "apiextensions.k8s.io", version: "v1", kind: "CustomResourceDefinition",
+                     plural: "customresourcedefinitions", namespaced: false),
     ]
+
+    /// helm.cattle.io/v1 HelmChart, served once a test registers it (K3s always has it).
+    public static let helmChart = ResourceType(group: "helm.cattle.io", version: "v1", kind: "HelmChart", plural: "helmcharts", namespaced: true)
+    /// argoproj.io/v1alpha1 Application, served once Argo CD's CRD is "installed".
+    public static let application = ResourceType(group: "argoproj.io", version: "v1alpha1", kind: "Application", plural: "applications",
+                                                 namespaced: true)
 
     public init() async throws {
         let dir = Fixtures.temporaryDirectory()
@@ -142,11 +157,24 @@ public final class KubeTestServer: @unchecked Sendable {
             s.resourceVersion += 1
             var o = object
             o[["metadata", "resourceVersion"]] = .string(String(s.resourceVersion))
+            if o[["metadata", "creationTimestamp"]] == nil {
+                o[["metadata", "creationTimestamp"]] = s.objects[key]?.object[["metadata", "creationTimestamp"]] ?? .string(Self.now())
+            }
             let isNew = s.objects[key] == nil
             if isNew { s.order.append(key) }
             s.objects[key] = Stored(object: o, owners: s.objects[key]?.owners ?? [:])
             s.events.append((s.resourceVersion, isNew ? "ADDED" : "MODIFIED", key, o))
         }
+    }
+
+    /// What `GET …/pods/POD/log` returns for a pod.
+    public func setLog(namespace: String, pod: String, _ text: String) {
+        state.withLock { $0.logs["\(namespace)/\(pod)"] = text }
+    }
+
+    /// Removes an object as another client would.
+    public func remove(_ type: ResourceType, namespace: String = "", name: String) {
+        _ = delete(type, namespace: namespace, name: name)
     }
 
     /// The next `count` requests wait `delay` before they are answered.
@@ -159,6 +187,14 @@ public final class KubeTestServer: @unchecked Sendable {
 
     /// "METHOD PATH" of every request served so far.
     public var requests: [String] { state.withLock { $0.requests } }
+
+    /// Every stored object of a type in a namespace, in creation order.
+    public func objects(_ type: ResourceType, namespace: String = "") -> [JSONValue] {
+        state.withLock { s in
+            s.order.filter { $0.resource == type.plural && $0.groupVersion == type.groupVersion && $0.namespace == namespace }
+                .compactMap { s.objects[$0]?.object }
+        }
+    }
 
     public func object(_ plural: String, namespace: String = "", name: String, groupVersion: String = "v1") -> JSONValue? {
         state.withLock { $0.objects[Key(resource: plural, groupVersion: groupVersion, namespace: namespace, name: name)]?.object }
@@ -186,6 +222,9 @@ public final class KubeTestServer: @unchecked Sendable {
             }
             return r
         }
+        if request.path == "/readyz" || request.path == "/livez" {
+            return .full(status: 200, headers: [("Content-Type", "text/plain")], body: Array("ok".utf8))
+        }
         if request.path == "/version" {
             return json(200, .object(["major": .string("1"), "minor": .string("31"), "gitVersion": .string("v1.31.4+k3s1"),
                                       "platform": .string("linux/amd64")]))
@@ -209,6 +248,18 @@ public final class KubeTestServer: @unchecked Sendable {
         }
         guard let type = types.first(where: { $0.plural == resource }) else {
             return status(404, "NotFound", "the server could not find the requested resource")
+        }
+        if rest.count == 5, rest[4] == "log", resource == "pods", let name, request.method == "GET" {
+            guard state.withLock({ $0.objects[Key(resource: "pods", groupVersion: "v1", namespace: namespace, name: name)] }) != nil else {
+                return notFound(type, name)
+            }
+            let text = state.withLock { $0.logs["\(namespace)/\(name)"] } ?? ""
+            let tail = Int(request.query["tailLines"] ?? "") ?? Int.max
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false).suffix(tail)
+            return .full(status: 200, headers: [("Content-Type", "text/plain")], body: Array(lines.joined(separator: "\n").utf8))
+        }
+        if rest.count > (namespace.isEmpty ? 2 : 4) {
+            return status(404, "NotFound", "the server could not find the requested resource (subresources other than pods/log are not served)")
         }
         switch (request.method, name) {
         case ("GET", nil) where ["true", "1"].contains(request.query["watch"] ?? ""): return watch(type, namespace: namespace, request)
@@ -362,9 +413,10 @@ public final class KubeTestServer: @unchecked Sendable {
             let rv = dryRun ? s.resourceVersion : s.resourceVersion + 1
             object[["metadata", "resourceVersion"]] = .string(String(rv))
             object[["metadata", "uid"]] = existing?.object[["metadata", "uid"]] ?? .string(UUID().uuidString.lowercased())
-            object[["metadata", "creationTimestamp"]] = existing?.object[["metadata", "creationTimestamp"]] ?? .string("2026-01-01T00:00:00Z")
+            object[["metadata", "creationTimestamp"]] = existing?.object[["metadata", "creationTimestamp"]] ?? .string(Self.now())
             object[["metadata", "managedFields"]] = .array(owners.keys.sorted().map { m in
                 .object(["manager": .string(m), "operation": .string("Apply"), "apiVersion": .string(type.groupVersion),
+                         "time": .string(Self.now()),
                          "fieldsType": .string("FieldsV1"), "fieldsV1": Self.fieldsV1(owners[m] ?? [])])
             })
             if !dryRun {
@@ -376,6 +428,9 @@ public final class KubeTestServer: @unchecked Sendable {
             return json(existing == nil ? 201 : 200, object)
         }
     }
+
+    /// The wall-clock time as Kubernetes writes it.
+    public static func now() -> String { Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000)).rfc3339 }
 
     static let identityPaths: Set<[String]> = [["apiVersion"], ["kind"], ["metadata", "name"], ["metadata", "namespace"]]
 
