@@ -36,7 +36,7 @@ struct PassReport {
         switch outcome {
         case .notDeclared: return "not declared: left alone"
         case .notHandled(let section): return "spec.\(section) is declared but this build has no reconciler for it yet"
-        case .blocked(let by): return "blocked: \(by) failed"
+        case .blocked(let by): return "blocked: \(by) is not ready"
         case .planned(let changes): return changes.isEmpty ? "up to date" : "\(changes.count) change\(changes.count == 1 ? "" : "s")"
         case .applied(let changes, let c):
             return "\(c.status.rawValue): \(c.reason)\(c.message.isEmpty ? "" : ": \(c.message)") (\(changes.count) change\(changes.count == 1 ? "" : "s") applied)"

@@ -18,6 +18,10 @@ struct StateOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Directory that stands for / on the node (for tests and dry runs in a copy).", valueName: "DIR"))
     var root: String = "/"
 
+    @Option(name: .long, help: ArgumentHelp("The cluster's kubeconfig, for helm and argocd (default: the one K3s writes, \(PassOptions.defaultKubeconfig) under --root).",
+                                            valueName: "FILE"))
+    var kubeconfig: String?
+
     func validate() throws {
         _ = try selection()
         guard root.hasPrefix("/") else { throw ValidationError("--root must be an absolute path") }
@@ -56,7 +60,10 @@ struct StateOptions: ParsableArguments {
     }
 
     func engine(_ options: PassOptions = PassOptions()) throws -> Engine {
-        try Engine(BuiltInReconcilers.all(on: Host(root: root), options: options))
+        var options = options
+        options.kubeconfig = kubeconfig
+        options.log = { Terminal.error($0) }
+        return try Engine(BuiltInReconcilers.all(on: Host(root: root), options: options))
     }
 }
 
@@ -69,12 +76,12 @@ extension Substring {
 extension StateOptions {
     /// Loads the desired state, runs one plan or apply pass over it and prints the report.
     /// - Returns: the report, for the command to turn into its exit status.
-    func pass(apply: Bool, output: OutputFormat, options: PassOptions = PassOptions()) async throws -> PassReport {
+    func pass(apply: Bool, output: OutputFormat, options: PassOptions = PassOptions(), settle: Duration = .zero) async throws -> PassReport {
         let platform = try load()
         let engine = try engine(options)
         let only = try selection()
         let entries = apply
-            ? await engine.apply(platform, only: only) { entry in
+            ? await engine.apply(platform, only: only, settle: settle) { entry in
                 Terminal.error("[\(entry.name)] \(PassReport.summary(entry.outcome)) (\(PassReport.seconds(entry.seconds)))")
             }
             : await engine.plan(platform, only: only)
@@ -124,8 +131,21 @@ struct Apply: AsyncParsableCommand {
                                             valueName: "DURATION"))
     var revertAfter: String = "60s"
 
+    @Option(name: .long, help: ArgumentHelp("Keep checking a reconciler that reports Progressing (an install Job, a rollout) for up to this long before moving on (default 0s: do not wait).",
+                                            valueName: "DURATION"))
+    var wait: String = "0s"
+
     func validate() throws {
         _ = try passOptions()
+        _ = try settle()
+    }
+
+    func settle() throws -> Duration {
+        do {
+            return .milliseconds(try TimeSpan(parsing: wait).milliseconds)
+        } catch {
+            throw ValidationError("--wait: \(error.message)")
+        }
     }
 
     func passOptions() throws -> PassOptions {
@@ -143,7 +163,7 @@ struct Apply: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let report = try await options.pass(apply: true, output: output, options: try passOptions())
+        let report = try await options.pass(apply: true, output: output, options: try passOptions(), settle: try settle())
         if !report.converged {
             Terminal.error("error: not converged: \(report.unconverged.joined(separator: ", "))")
             throw ExitCode.failure

@@ -22,21 +22,40 @@ public struct Host: Sendable {
 
 /// Settings of a pass that come from the command line rather than the desired state.
 public struct PassOptions: Sendable {
-    public var firewall: FirewallReconciler.Options
+    public static let defaultKubeconfig = "/etc/rancher/k3s/k3s.yaml"
 
-    public init(firewall: FirewallReconciler.Options = .init()) {
+    public var firewall: FirewallReconciler.Options
+    /// The kubeconfig of the cluster reconcilers, as a path on this machine; nil for the one
+    /// K3s writes on the node (under the host's root).
+    public var kubeconfig: String?
+    /// Progress lines of long steps (a K3s download, a restart), for stderr or the log.
+    public var log: @Sendable (String) -> Void
+
+    public init(firewall: FirewallReconciler.Options = .init(), kubeconfig: String? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.firewall = firewall
+        self.kubeconfig = kubeconfig
+        self.log = log
+    }
+
+    /// The cluster access for a pass on `host`.
+    public func cluster(on host: Host) -> ClusterAccess {
+        if let kubeconfig { return ClusterAccess(kubeconfigPath: kubeconfig, files: RootedFileSystem(root: "/")) }
+        return ClusterAccess(kubeconfigPath: Self.defaultKubeconfig, files: host.files)
     }
 }
 
 /// The reconcilers this build ships, for `plan`, `apply` and the daemon. Sections without one
-/// here (k3s, helm, alerting, argocd, backups) are reported as not handled.
+/// here (alerting, backups) are reported as not handled.
 public enum BuiltInReconcilers {
     public static func all(on host: Host, options: PassOptions = PassOptions()) -> [AnyReconciler] {
-        [
+        let cluster = options.cluster(on: host)
+        return [
             AnyReconciler(OSReconciler(host: host)),
             AnyReconciler(FirewallReconciler(host: host, options: options.firewall)),
             AnyReconciler(WireGuardReconciler(host: host)),
+            AnyReconciler(K3sReconciler(host: host, cluster: cluster, options: .init(log: options.log))),
+            AnyReconciler(HelmReconciler(host: host, cluster: cluster)),
+            AnyReconciler(ArgoCDReconciler(host: host, cluster: cluster)),
         ]
     }
 }

@@ -73,14 +73,14 @@ struct CLITests {
     // touch nothing here; the host reconcilers are tested inside network namespaces and temp
     // roots (HostReconcilerTests).
     @Test func planSaysWhatThisBuildDoesNotHandle() async throws {
-        let r = try await Binary.run(["plan", "--state", Fixtures.example, "--only", "k3s,helm,alerting,argocd,backups"])
+        let r = try await Binary.run(["plan", "--state", Fixtures.example, "--only", "alerting,backups"])
         #expect(r.exitCode == 0, "\(r.stderr)")
-        #expect(r.stdout.contains("k3s: spec.k3s is declared but this build has no reconciler for it yet"))
-        #expect(r.stdout.hasSuffix("0 changes pending; not handled by this build: k3s, helm, alerting, argocd, backups\n"))
-        let only = try await Binary.run(["plan", "--state", Fixtures.example, "--only", "backups, k3s", "-o", "json"])
+        #expect(r.stdout.contains("alerting: spec.alerting is declared but this build has no reconciler for it yet"))
+        #expect(r.stdout.hasSuffix("0 changes pending; not handled by this build: alerting, backups\n"))
+        let only = try await Binary.run(["plan", "--state", Fixtures.example, "--only", "backups, alerting", "-o", "json"])
         let json = try #require(try JSONSerialization.jsonObject(with: Data(only.stdout.utf8)) as? [String: Any])
         let names = (json["reconcilers"] as? [[String: Any]])?.compactMap { $0["name"] as? String }
-        #expect(names == ["k3s", "backups"])
+        #expect(names == ["alerting", "backups"])
     }
 
     @Test func planRefusesAnInvalidStateWithExitOne() async throws {
@@ -99,9 +99,9 @@ struct CLITests {
     @Test func applyConvergesOnlyWhatItHandles() async throws {
         let minimal = try await Binary.run(["apply", "--state", Fixtures.desiredState + "/valid/minimal.yaml"])
         #expect(minimal.exitCode == 0, "\(minimal.stderr)")
-        let unhandled = try await Binary.run(["apply", "--state", Fixtures.example, "--only", "k3s,helm"])
+        let unhandled = try await Binary.run(["apply", "--state", Fixtures.example, "--only", "alerting,backups"])
         #expect(unhandled.exitCode == 1)
-        #expect(unhandled.stderr.contains("error: not converged: k3s (not handled by this build), helm (not handled by this build)"))
+        #expect(unhandled.stderr.contains("error: not converged: alerting (not handled by this build), backups (not handled by this build)"))
     }
 
     @Test func versionPrints() async throws {

@@ -43,6 +43,7 @@ struct Run: AsyncParsableCommand {
         let host = Host(root: root)
         let source: ReconcileLoop.Source
         var pollInterval = try TimeSpan(parsing: poll), drift = TimeSpan(milliseconds: 300_000)
+        var kubeconfig: String?
         if let state {
             source = .file(state)
         } else {
@@ -50,6 +51,7 @@ struct Run: AsyncParsableCommand {
             let mirror = (host.files as? RootedFileSystem)?.hostPath(agent.stateDirectory.value + "/source.git") ?? agent.stateDirectory.value + "/source.git"
             source = .git(GitSource(config: agent.source, mirror: mirror, commands: host.commands))
             (pollInterval, drift) = (agent.poll, agent.drift)
+            if agent.kubeconfig.value != PassOptions.defaultKubeconfig { kubeconfig = agent.kubeconfig.value }
         }
         let status = AgentStatus(clock: host.clock)
         if let commit = try? host.files.read(ReconcileLoop.appliedCommitFile),
@@ -58,7 +60,9 @@ struct Run: AsyncParsableCommand {
         }
         let metrics = AgentMetrics()
         let revert = try TimeSpan(parsing: revertAfter)
-        let options = PassOptions(firewall: .init(revertAfter: max(revert, TimeSpan(milliseconds: 1000))))
+        let progressLogger = logger
+        let options = PassOptions(firewall: .init(revertAfter: max(revert, TimeSpan(milliseconds: 1000))), kubeconfig: kubeconfig,
+                                  log: { progressLogger.info("\($0)") })
         let loop = ReconcileLoop(source: source, engine: try Engine(BuiltInReconcilers.all(on: host, options: options)), host: host, status: status,
                                  metrics: metrics, poll: pollInterval, drift: drift, logger: logger)
         // The status server binds after the first pass: the WireGuard address it binds to is

@@ -3,24 +3,38 @@ public struct AnyReconciler: Sendable {
     public let name: ReconcilerName
     public let dependencies: [ReconcilerName]
     public let owns: [OwnedResource]
+    let proceedsWhileDependenciesProgress: Bool
     let isDeclared: @Sendable (Platform) -> Bool
     /// One pass: observe and plan; with `apply`, then apply and verify (or, for an empty
     /// plan, report the converged state without applying or observing again).
-    let pass: @Sendable (Platform, _ apply: Bool) async throws -> (changes: [Change], condition: Condition?)
+    let pass: @Sendable (Platform, _ apply: Bool, _ settle: Duration) async throws -> (changes: [Change], condition: Condition?)
 
     public init<R: Reconciler>(_ reconciler: R) {
         name = R.name
         dependencies = R.dependencies
         owns = reconciler.owns
+        proceedsWhileDependenciesProgress = R.proceedsWhileDependenciesProgress
         isDeclared = { reconciler.desired(from: $0) != nil }
-        pass = { platform, apply in
+        pass = { platform, apply, settle in
             guard let desired = reconciler.desired(from: platform) else { return ([], apply ? .ready() : nil) }
             let observed = try await reconciler.observe(desired)
             let changes = try reconciler.plan(desired, observed)
-            if changes.isEmpty { return ([], reconciler.converged(desired, observed)) }
-            guard apply else { return (changes, nil) }
-            try await reconciler.apply(changes, desired: desired)
-            return (changes, try await reconciler.verify(desired))
+            var condition: Condition
+            if changes.isEmpty {
+                condition = reconciler.converged(desired, observed)
+            } else {
+                guard apply else { return (changes, nil) }
+                try await reconciler.apply(changes, desired: desired)
+                condition = try await reconciler.verify(desired)
+            }
+            // Asked to wait: look again while the cluster works (a Job, a rollout), up to `settle`.
+            let clock = ContinuousClock()
+            let deadline = clock.now + settle
+            while apply, condition.status == .progressing, clock.now < deadline {
+                try await Task.sleep(for: min(.seconds(2), deadline - clock.now))
+                condition = try await reconciler.verify(desired)
+            }
+            return (changes, condition)
         }
     }
 }
@@ -89,22 +103,25 @@ public struct Engine: Sendable {
     /// - Parameters:
     ///   - only: the reconcilers to include; nil for all.
     public func plan(_ platform: Platform, only: Set<ReconcilerName>? = nil) async -> [Entry] {
-        await pass(platform, only: only, apply: false, progress: { _ in })
+        await pass(platform, only: only, apply: false, settle: .zero, progress: { _ in })
     }
 
     /// Plans, applies and verifies every selected reconciler, in dependency order. A failed
     /// reconciler blocks its dependents only.
     /// - Parameters:
+    ///   - settle: how long to keep verifying a reconciler that reports Progressing (an
+    ///     install Job running) before moving on; zero to move on at once.
     ///   - progress: called after each reconciler finishes, for progress output.
-    public func apply(_ platform: Platform, only: Set<ReconcilerName>? = nil,
+    public func apply(_ platform: Platform, only: Set<ReconcilerName>? = nil, settle: Duration = .zero,
                       progress: @Sendable (Entry) -> Void = { _ in }) async -> [Entry] {
-        await pass(platform, only: only, apply: true, progress: progress)
+        await pass(platform, only: only, apply: true, settle: settle, progress: progress)
     }
 
-    private func pass(_ platform: Platform, only: Set<ReconcilerName>?, apply: Bool,
+    private func pass(_ platform: Platform, only: Set<ReconcilerName>?, apply: Bool, settle: Duration,
                       progress: @Sendable (Entry) -> Void) async -> [Entry] {
         var entries: [Entry] = []
         var failed = Set<ReconcilerName>()
+        var progressing = Set<ReconcilerName>()
         let registered = Set(reconcilers.map(\.name))
         let declared = platform.declaredSections
         // Registered reconcilers run in dependency order; known ones this build lacks are
@@ -120,10 +137,12 @@ public struct Engine: Sendable {
             if let reconciler {
                 if !reconciler.isDeclared(platform) {
                     outcome = .notDeclared
-                } else if let blocker = reconciler.dependencies.first(where: failed.contains) {
+                } else if let blocker = reconciler.dependencies.first(where: {
+                    failed.contains($0) || (progressing.contains($0) && !reconciler.proceedsWhileDependenciesProgress)
+                }) {
                     outcome = .blocked(by: blocker)
                 } else {
-                    (outcome, note) = await run(reconciler, platform, apply: apply)
+                    (outcome, note) = await run(reconciler, platform, apply: apply, settle: settle)
                 }
             } else {
                 let section = ReconcilerName.all.first { $0.name == name }!.section
@@ -131,6 +150,8 @@ public struct Engine: Sendable {
                 outcome = .notHandled(section: section)
             }
             switch outcome {
+            case .failed(let c) where c.status == .progressing: progressing.insert(name)
+            case .applied(_, let c) where c.status == .progressing: progressing.insert(name)
             case .failed, .blocked: failed.insert(name)
             case .applied(_, let condition) where condition.status != .ready: failed.insert(name)
             default: break
@@ -145,9 +166,9 @@ public struct Engine: Sendable {
         return entries
     }
 
-    private func run(_ reconciler: AnyReconciler, _ platform: Platform, apply: Bool) async -> (Outcome, String?) {
+    private func run(_ reconciler: AnyReconciler, _ platform: Platform, apply: Bool, settle: Duration) async -> (Outcome, String?) {
         do {
-            let (changes, condition) = try await reconciler.pass(platform, apply)
+            let (changes, condition) = try await reconciler.pass(platform, apply, settle)
             let note = changes.isEmpty && condition?.message.isEmpty == false ? condition?.message : nil
             guard apply, let condition else { return (.planned(changes), note) }
             return (.applied(changes, condition), nil)

@@ -96,6 +96,9 @@ public protocol Reconciler: Sendable {
     static var name: ReconcilerName { get }
     /// Reconcilers that must be ready before this one runs; a failed one blocks this one.
     static var dependencies: [ReconcilerName] { get }
+    /// Whether this one runs while a dependency is still Progressing (it checks for itself
+    /// what it needs, such as one Helm release of several); a Failed dependency still blocks.
+    static var proceedsWhileDependenciesProgress: Bool { get }
     /// What this reconciler alone writes.
     var owns: [OwnedResource] { get }
 
@@ -111,5 +114,7 @@ public protocol Reconciler: Sendable {
 }
 
 extension Reconciler {
+    public static var proceedsWhileDependenciesProgress: Bool { false }
+
     public func converged(_ desired: Desired, _ observed: Observed) -> Condition { .ready() }
 }

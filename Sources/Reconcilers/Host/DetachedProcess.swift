@@ -13,8 +13,11 @@ public enum DetachedProcess {
     static let spawnSetSignalDefaults: Int16 = 0x04
     static let spawnSetSignalMask: Int16 = 0x08
 
+    /// - Parameters:
+    ///   - output: a file that receives stdout and stderr (appended, created 0600); nil for /dev/null.
+    ///   - environment: extra `NAME=value` entries on top of nodeagent's environment.
     /// - Returns: the process id, which is also its process-group id.
-    public static func spawn(_ argv: [String]) throws(CommandError) -> Int32 {
+    public static func spawn(_ argv: [String], output: String? = nil, environment: [String] = []) throws(CommandError) -> Int32 {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -31,11 +34,26 @@ public enum DetachedProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        for fd: Int32 in 0...2 { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if let output {
+            posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        } else {
+            for fd: Int32 in 1...2 { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", O_WRONLY, 0) }
+        }
         var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { for p in cArgs { free(p) } }
+        var env: [UnsafeMutablePointer<CChar>?] = []
+        var p = environ
+        while let entry = p.pointee {
+            env.append(strdup(entry))
+            p += 1
+        }
+        env += environment.map { strdup($0) }
+        env.append(nil)
+        defer { for e in env { free(e) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, &attributes, &cArgs, environ)
+        let rc = posix_spawn(&pid, argv[0], &actions, &attributes, &cArgs, &env)
         guard rc == 0 else {
             throw CommandError(code: .launch, command: argv.joined(separator: " "), message: String(cString: strerror(rc)))
         }

@@ -1,0 +1,153 @@
+public import KubeClient
+import YAML
+
+/// Where the values of secret files come from when objects are rendered: the node's files
+/// (for apply), or nowhere (for `nodeagent render`, which shows where each would come from).
+public enum SecretSource: Sendable {
+    case files(any FileSystem)
+    case redacted
+
+    /// A secret file's content without its final newline.
+    /// - Throws: `ReconcileError` (failed) when the file is missing, readable by others than
+    ///   its owner, or not text.
+    func read(_ path: AbsolutePath, for what: String) throws -> String? {
+        guard case .files(let files) = self else { return nil }
+        do {
+            guard let bytes = try files.read(path.value), let mode = try files.mode(path.value) else {
+                throw ReconcileError(.failed, reason: "SecretFileMissing",
+                                     "\(path) (\(what)) does not exist: write the secret there on the node, mode 0600")
+            }
+            guard mode & 0o077 == 0 else {
+                throw ReconcileError(.failed, reason: "SecretFileExposed",
+                                     "\(path) (\(what)) is mode \(String(mode & 0o777, radix: 8)): secrets must be readable by their owner only (chmod 600)")
+            }
+            var text = String(decoding: bytes, as: UTF8.self)
+            while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
+            guard !text.isEmpty, Array(text.utf8) == Array(bytes.prefix(text.utf8.count)) else {
+                throw ReconcileError(.failed, reason: "SecretFileInvalid", "\(path) (\(what)) is empty or not UTF-8 text")
+            }
+            return text
+        } catch let error as FileSystemError {
+            throw ReconcileError(.failed, reason: "SecretFileUnreadable", "\(path) (\(what)): \(error)")
+        }
+    }
+
+    static func placeholder(_ path: AbsolutePath) -> String { "<redacted: the content of \(path) on the node>" }
+}
+
+/// The Kubernetes objects the cluster reconcilers apply, computed from the desired state
+/// alone (plus secret files): what `helm` and `argocd` send, and what `nodeagent render` prints.
+public enum ClusterRender {
+    public static let helmNamespace = "kube-system"
+
+    /// Every object, in the order the reconcilers apply them.
+    public static func all(_ platform: Platform, secrets: SecretSource) throws -> [KubeObject] {
+        try helm(platform.spec.helmReleases ?? [], secrets: secrets) + argocd(platform.spec.argocd, secrets: secrets)
+    }
+
+    // MARK: - helm
+
+    public static func helmChartRef(_ name: String? = nil) -> ResourceRef {
+        ResourceRef(group: "helm.cattle.io", version: "v1", plural: "helmcharts", namespace: helmNamespace, name: name)
+    }
+
+    static func valuesSecretName(_ release: HelmRelease) -> String { "nodeagent-values-\(release.name)" }
+
+    /// Per release: the Secret with its file-sourced values (if any), then its `HelmChart`.
+    public static func helm(_ releases: [HelmRelease], secrets: SecretSource) throws -> [KubeObject] {
+        var out: [KubeObject] = []
+        for release in releases {
+            if !release.valuesSecrets.isEmpty { out.append(try valuesSecret(release, secrets: secrets)) }
+            out.append(helmChart(release))
+        }
+        return out
+    }
+
+    static func helmChart(_ release: HelmRelease) -> KubeObject {
+        var spec: [JSONValue.Member] = []
+        if let repo = release.repo, repo.scheme == "oci" {
+            spec.append(.init("chart", .string(repo.value.hasSuffix("/") ? repo.value + release.chart : repo.value + "/" + release.chart)))
+        } else {
+            spec.append(.init("chart", .string(release.chart)))
+            if let repo = release.repo { spec.append(.init("repo", .string(repo.value))) }
+        }
+        spec.append(.init("version", .string(release.version)))
+        spec.append(.init("targetNamespace", .string(release.namespace.value)))
+        spec.append(.init("createNamespace", .bool(release.createNamespace)))
+        if release.values.members?.isEmpty == false { spec.append(.init("valuesContent", .string(release.values.yamlText))) }
+        if !release.valuesSecrets.isEmpty {
+            spec.append(.init("valuesSecrets", .array([.object(["name": .string(valuesSecretName(release)),
+                                                                "keys": .array([.string("values.yaml")])])])))
+        }
+        return KubeObject(ref: helmChartRef(release.name.value), body: .object([
+            "apiVersion": .string("helm.cattle.io/v1"), "kind": .string("HelmChart"),
+            "metadata": .object(["name": .string(release.name.value), "namespace": .string(helmNamespace),
+                                 "labels": KubeObject.labels(owner: .helm)]),
+            "spec": .object(spec),
+        ]))
+    }
+
+    /// The values from files as one YAML document (`values.yaml`), which helm-controller
+    /// merges over `valuesContent`.
+    static func valuesSecret(_ release: HelmRelease, secrets: SecretSource) throws -> KubeObject {
+        var values = JSONValue.object([])
+        var redacted = JSONValue.object([])
+        for item in release.valuesSecrets {
+            let path = item.key.split(separator: ".").map(String.init)
+            values[path] = .string(try secrets.read(item.file, for: "helmReleases \(release.name) valuesSecrets \(item.key)") ?? "")
+            redacted[path] = .string(SecretSource.placeholder(item.file))
+        }
+        let object = KubeObject.secret(name: valuesSecretName(release), namespace: helmNamespace, owner: .helm,
+                                       data: [("values.yaml", Array(values.jsonText.utf8))])
+        guard case .files = secrets else { return KubeObject.redactedSecret(object, sources: [("values.yaml", redacted.yamlText)]) }
+        return object
+    }
+
+    // MARK: - argocd
+
+    public static func applicationRef(namespace: String, name: String? = nil) -> ResourceRef {
+        ResourceRef(group: "argoproj.io", version: "v1alpha1", plural: "applications", namespace: namespace, name: name)
+    }
+
+    /// The repository credentials Secret (for a private repository), then the root Application.
+    public static func argocd(_ spec: ArgoCDSpec?, secrets: SecretSource) throws -> [KubeObject] {
+        guard let spec, let app = spec.appOfApps else { return [] }
+        var out: [KubeObject] = []
+        let namespace = spec.namespace.value
+        if app.username != nil || app.passwordFile != nil || app.sshPrivateKeyFile != nil {
+            var data: [(key: String, value: [UInt8])] = [("type", Array("git".utf8)), ("url", Array(app.repoURL.value.utf8))]
+            var sources: [(key: String, source: String)] = [("type", "git"), ("url", app.repoURL.value)]
+            if let user = app.username {
+                data.append(("username", Array(user.utf8)))
+                sources.append(("username", user))
+            }
+            for (key, file) in [("password", app.passwordFile), ("sshPrivateKey", app.sshPrivateKeyFile)] {
+                guard let file else { continue }
+                var value = try secrets.read(file, for: "argocd appOfApps \(key)") ?? ""
+                if key == "sshPrivateKey" { value += "\n" }   // a PEM key ends with a newline
+                data.append((key, Array(value.utf8)))
+                sources.append((key, SecretSource.placeholder(file)))
+            }
+            let object = KubeObject.secret(name: "nodeagent-repo-\(app.name)", namespace: namespace, owner: .argocd,
+                                           labels: [.init("argocd.argoproj.io/secret-type", .string("repository"))], data: data)
+            if case .files = secrets { out.append(object) } else { out.append(KubeObject.redactedSecret(object, sources: sources)) }
+        }
+        out.append(KubeObject(ref: applicationRef(namespace: namespace, name: app.name.value), body: .object([
+            "apiVersion": .string("argoproj.io/v1alpha1"), "kind": .string("Application"),
+            "metadata": .object(["name": .string(app.name.value), "namespace": .string(namespace),
+                                 "labels": KubeObject.labels(owner: .argocd)]),
+            "spec": .object([
+                "project": .string("default"),
+                "source": .object(["repoURL": .string(app.repoURL.value), "path": .string(app.path),
+                                   "targetRevision": .string(app.targetRevision)]),
+                "destination": .object(["server": .string("https://kubernetes.default.svc"),
+                                        "namespace": .string(app.destinationNamespace.value)]),
+                "syncPolicy": .object([
+                    "automated": .object(["prune": .bool(true), "selfHeal": .bool(true)]),
+                    "syncOptions": .array([.string("CreateNamespace=true")]),
+                ]),
+            ]),
+        ])))
+        return out
+    }
+}

@@ -1,0 +1,143 @@
+public import KubeClient
+public import YAML
+
+/// What the cluster holds of one reconciler's objects.
+public struct ObjectsObservation: Sendable {
+    /// The desired objects that exist, by reference.
+    public var current: [ResourceRef: JSONValue] = [:]
+    /// Objects carrying this reconciler's owner label that the desired state no longer has.
+    public var stale: [ResourceRef] = []
+}
+
+/// Server-side apply of a set of objects, shared by the cluster reconcilers: observe what
+/// exists, plan the difference (creations, drifted or changed objects, objects to prune), apply.
+///
+/// An object needs an apply when its digest annotation differs from the desired one (the
+/// desired state changed, even if only by dropping a field) or when a field nodeagent sets
+/// has another value in the cluster (somebody changed it: drift). Fields the server or other
+/// controllers add are not nodeagent's and are left alone.
+enum ObjectSync {
+    static func observe(_ desired: [KubeObject], api: KubeAPI, owner: ReconcilerName,
+                        collections: [ResourceRef]) async throws -> ObjectsObservation {
+        var out = ObjectsObservation()
+        do {
+            for object in desired {
+                if let current = try await api.getIfPresent(object.ref) { out.current[object.ref] = current }
+            }
+            let wanted = Set(desired.map(\.ref))
+            let selector = "\(KubeClientIdentity.managedByLabel.key)=\(KubeClientIdentity.managedByLabel.value),\(KubeObject.ownerLabel)=\(owner)"
+            for collection in collections {
+                for item in try await api.list(collection, labelSelector: selector) {
+                    var ref = collection
+                    ref.namespace = item["metadata"]?["namespace"]?.string ?? collection.namespace
+                    ref.name = item["metadata"]?["name"]?.string
+                    if !wanted.contains(ref) { out.stale.append(ref) }
+                }
+            }
+        } catch {
+            throw ReconcileError.kube(error, doing: "reading \(owner)'s objects")
+        }
+        return out
+    }
+
+    static func plan(_ desired: [KubeObject], _ observed: ObjectsObservation) -> [Change] {
+        var changes: [Change] = []
+        for object in desired {
+            let stamped = object.stamped
+            guard let current = observed.current[object.ref] else {
+                let lines = object.isSecret ? ["(a Secret: its values are not shown)"] : stamped.yamlText.split(separator: "\n").map { "+ \($0)" }
+                changes.append(Change(.create, object.subject, diff: lines, operation: .custom(applyKey(object))))
+                continue
+            }
+            var drift = differences(stamped, current, secret: object.isSecret, path: [])
+            guard !drift.isEmpty else { continue }
+            // nodeagent's own annotations change along with the fields that matter; alone, they
+            // mean the desired state dropped a field nodeagent set before.
+            let own = drift.filter { $0.hasPrefix("~ metadata.annotations.nodeagent/") }
+            drift.removeAll { $0.hasPrefix("~ metadata.annotations.nodeagent/") }
+            if drift.isEmpty, !own.isEmpty { drift = ["~ (a field nodeagent set before is no longer in the desired state)"] }
+            changes.append(Change(.update, object.subject, diff: drift, operation: .custom(applyKey(object))))
+        }
+        for ref in observed.stale {
+            changes.append(Change(.delete, KubeObject(ref: ref, body: .null).subject.replacingFirstWord(with: ref.plural),
+                                  detail: "(no longer in the desired state)", operation: .custom(deleteKey(ref))))
+        }
+        return changes
+    }
+
+    /// Applies the desired objects the changes name, in the desired order, then deletes.
+    static func apply(_ changes: [Change], desired: [KubeObject], api: KubeAPI) async throws {
+        let keys = Set(changes.compactMap { if case .custom(let k) = $0.operation { return k } else { return nil } })
+        do {
+            for object in desired where keys.contains(applyKey(object)) {
+                _ = try await api.apply(object.stamped, to: object.ref)
+            }
+            for key in keys where key.hasPrefix("delete ") {
+                guard let ref = ref(fromDeleteKey: key) else { continue }
+                try await api.delete(ref)
+            }
+        } catch {
+            throw ReconcileError.kube(error, doing: "applying")
+        }
+    }
+
+    // MARK: -
+
+    static func applyKey(_ object: KubeObject) -> String { "apply \(object.subject)" }
+
+    static func deleteKey(_ ref: ResourceRef) -> String {
+        "delete " + [ref.group, ref.version, ref.plural, ref.namespace ?? "", ref.name ?? ""].joined(separator: "|")
+    }
+
+    static func ref(fromDeleteKey key: String) -> ResourceRef? {
+        let parts = key.dropFirst("delete ".count).split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 5 else { return nil }
+        return ResourceRef(group: parts[0], version: parts[1], plural: parts[2], namespace: parts[3].isEmpty ? nil : parts[3], name: parts[4])
+    }
+
+    /// The fields of `desired` that `current` lacks or holds differently, as plan lines.
+    /// Maps are compared key by key (extra keys in the cluster are fine), lists item by item.
+    static func differences(_ desired: JSONValue, _ current: JSONValue?, secret: Bool, path: [String]) -> [String] {
+        let name = path.joined(separator: ".")
+        switch desired {
+        case .object(let members) where !members.isEmpty:
+            guard case .object = current else { return ["~ \(name): (missing or not a map)"] }
+            return members.flatMap { m in differences(m.value, current?[m.key], secret: secret, path: path + [m.key]) }
+        default:
+            if let current, matches(desired, current) { return [] }
+            if secret, path.first == "data" { return ["~ \(name): (secret value differs)"] }
+            if case .string(let after) = desired, after.contains("\n") {
+                let before = current?.string ?? ""
+                return ["~ \(name):"] + TextDiff.lines(from: Array(before.utf8), to: Array(after.utf8)).map { "  \($0)" }
+            }
+            return ["~ \(name): \(current.map(short) ?? "(absent)") → \(short(desired))"]
+        }
+    }
+
+    /// Whether the cluster's value satisfies the desired one: equal scalars (2 and 2.0 alike),
+    /// maps containing the desired keys, lists of the same length item by item.
+    static func matches(_ desired: JSONValue, _ current: JSONValue) -> Bool {
+        switch (desired, current) {
+        case (.object(let d), .object):
+            return d.allSatisfy { m in current[m.key].map { matches(m.value, $0) } ?? false }
+        case (.array(let d), .array(let c)):
+            return d.count == c.count && zip(d, c).allSatisfy { matches($0, $1) }
+        case (.int(let a), .double(let b)), (.double(let b), .int(let a)):
+            return Double(a) == b
+        default:
+            return desired == current
+        }
+    }
+
+    static func short(_ value: JSONValue) -> String {
+        let text = value.jsonText
+        return text.count > 120 ? String(text.prefix(117)) + "..." : text
+    }
+}
+
+extension String {
+    fileprivate func replacingFirstWord(with word: String) -> String {
+        guard let space = firstIndex(of: " ") else { return word }
+        return word + self[space...]
+    }
+}

@@ -1,0 +1,264 @@
+import KubeClient
+import YAML
+
+/// K3s at a pinned, checksummed version: the binary (downloaded, verified before it is ever
+/// executable, installed by rename), `/etc/rancher/k3s/config.yaml`, the `k3s.service` unit,
+/// started through the service seam and waited for until the API answers `/readyz` and the
+/// node is Ready at the desired version.
+///
+/// A change (upgrade, config) keeps a snapshot of the binary, config and unit before it; if
+/// K3s is not Ready at the new state within `readyTimeout`, the snapshot is put back and K3s
+/// restarted, the reconciler reports `Failed` with the reason, and it does not try that same
+/// desired state again until `spec.k3s` changes. A minor-version downgrade is refused (K3s's
+/// datastore does not support it) unless `allowMinorDowngrade` is set.
+public struct K3sReconciler: Reconciler {
+    public struct Desired: Sendable, Equatable {
+        public var spec: K3sSpec
+        /// The node's name in Kubernetes: the platform's `metadata.name`.
+        public var nodeName: String
+
+        var config: [UInt8] { K3sFiles.config(spec, nodeName: nodeName) }
+        /// Identifies this desired state of K3s, for "do not retry what was rolled back".
+        var digest: String {
+            Digest.sha256Hex(Array("\(spec.version) \(spec.sha256.hex)\n".utf8) + config + K3sFiles.unitText)
+        }
+    }
+
+    public struct Observed: Sendable {
+        var binarySHA256: String?
+        /// The version the installed binary reports (from the record, or `k3s --version`).
+        var installedVersion: K3sVersion?
+        var config: [UInt8]?
+        var unit: [UInt8]?
+        var record: K3sRecord
+        var enabled: Bool
+        var active: Bool
+        /// nil when Ready; else why not.
+        var notReady: String?
+    }
+
+    public struct Options: Sendable {
+        /// How often readiness is checked while waiting.
+        public var pollInterval: Duration
+        /// Progress lines (downloads, restarts, rollbacks).
+        public var log: @Sendable (String) -> Void
+
+        public init(pollInterval: Duration = .seconds(2), log: @escaping @Sendable (String) -> Void = { _ in }) {
+            self.pollInterval = pollInterval
+            self.log = log
+        }
+    }
+
+    public static let name = ReconcilerName.k3s
+    /// The firewall first: the API must never be reachable before it is filtered.
+    public static let dependencies: [ReconcilerName] = [.firewall, .wireguard]
+    public var owns: [OwnedResource] {
+        [.file(K3sFiles.binary), .file(K3sFiles.config), .systemdUnit(K3sFiles.unitName), .file(K3sFiles.record)]
+    }
+
+    let host: Host
+    let cluster: ClusterAccess
+    let options: Options
+
+    public init(host: Host, cluster: ClusterAccess, options: Options = Options()) {
+        self.host = host
+        self.cluster = cluster
+        self.options = options
+    }
+
+    public func desired(from platform: Platform) -> Desired? {
+        platform.spec.k3s.map { Desired(spec: $0, nodeName: platform.name.value) }
+    }
+
+    func hostPath(_ path: String) -> String { (host.files as? RootedFileSystem)?.hostPath(path) ?? path }
+
+    public func observe(_ desired: Desired) async throws -> Observed {
+        let record = K3sRecord(try host.files.read(K3sFiles.record))
+        let sha = try K3sBinary.sha256(hostPath(K3sFiles.binary))
+        var version: K3sVersion?
+        if let sha {
+            if sha == record.sha256, let v = record.version {
+                version = try? K3sVersion(parsing: v)
+            } else if let out = try? await host.commands.run(Command(hostPath(K3sFiles.binary), ["--version"], timeout: .seconds(20))),
+                      out.exitCode == 0 {
+                // "k3s version v1.31.4+k3s1 (a1b2c3d4)"
+                version = out.stdout.split(separator: " ").compactMap { try? K3sVersion(parsing: String($0)) }.first
+            }
+        }
+        let active = try await host.services.isActive(K3sFiles.unitName)
+        return Observed(binarySHA256: sha, installedVersion: version, config: try host.files.read(K3sFiles.config),
+                        unit: try host.files.read(K3sFiles.unit), record: record,
+                        enabled: try await host.services.isEnabled(K3sFiles.unitName), active: active,
+                        notReady: active ? await notReady(desired) : "\(K3sFiles.unitName) is not running")
+    }
+
+    public func plan(_ desired: Desired, _ observed: Observed) throws -> [Change] {
+        let wanted = desired.spec.version
+        if let installed = observed.installedVersion, observed.binarySHA256 != desired.spec.sha256.hex,
+           (wanted.major, wanted.minor) < (installed.major, installed.minor), !desired.spec.allowMinorDowngrade {
+            throw ReconcileError(.failed, reason: "DowngradeRefused",
+                                 "K3s \(installed) is installed and \(wanted) is a lower minor version: K3s's datastore cannot go back a minor version. Pin \(installed.major).\(installed.minor) or later, or set spec.k3s.allowMinorDowngrade: true if you restore the datastore yourself")
+        }
+        // Rolled back before: leave it until the desired state changes.
+        if observed.record.failedDigest == desired.digest { return [] }
+        var changes: [Change] = []
+        if observed.binarySHA256 != desired.spec.sha256.hex {
+            let from = observed.binarySHA256 == nil ? nil : (observed.installedVersion?.description ?? "an unknown version")
+            changes.append(Change(from == nil ? .create : .update, "k3s binary \(K3sFiles.binary)",
+                                  detail: from.map { "\($0) → \(wanted)" } ?? "\(wanted) from \(K3sFiles.url(desired.spec))",
+                                  operation: .custom("install-binary")))
+        }
+        if observed.config != desired.config {
+            changes.append(Change(observed.config == nil ? .create : .update, "file \(K3sFiles.config)",
+                                  operation: .writeFile(path: K3sFiles.config, before: observed.config, after: desired.config, mode: 0o644)))
+        }
+        if observed.unit != K3sFiles.unitText {
+            changes.append(Change(observed.unit == nil ? .create : .update, "file \(K3sFiles.unit)",
+                                  operation: .writeFile(path: K3sFiles.unit, before: observed.unit, after: K3sFiles.unitText, mode: 0o644)))
+        }
+        if !observed.enabled {
+            changes.append(Change(.run, "unit \(K3sFiles.unitName)", detail: "enable", operation: .custom("enable")))
+        }
+        if !changes.filter({ $0.operation != .custom("enable") }).isEmpty || !observed.active {
+            let verb = observed.active ? "restart" : "start"
+            changes.append(Change(.run, "unit \(K3sFiles.unitName)",
+                                  detail: "\(verb), then wait up to \(desired.spec.readyTimeout) for the node to be Ready (else roll back)",
+                                  operation: .custom("restart")))
+        }
+        return changes
+    }
+
+    public func apply(_ changes: [Change], desired: Desired) async throws {
+        let operations = changes.map(\.operation)
+        var record = K3sRecord(try host.files.read(K3sFiles.record))
+        // 1. The new binary, verified, before anything on the node changes.
+        let newBinary = operations.contains(.custom("install-binary"))
+        if newBinary {
+            try await K3sBinary.fetch(K3sFiles.url(desired.spec), to: hostPath(K3sFiles.download), expect: desired.spec.sha256.hex, log: options.log)
+        }
+        // 2. A snapshot of what runs now, for the rollback.
+        let hadK3s = try K3sBinary.sha256(hostPath(K3sFiles.binary)) != nil
+        if hadK3s { try snapshot() }
+        // 3. The change.
+        if newBinary { try K3sBinary.install(hostPath(K3sFiles.download), as: hostPath(K3sFiles.binary)) }
+        try host.files.makeDirectory("/etc/rancher/k3s", mode: 0o755)
+        try host.files.writeIfChanged(K3sFiles.config, desired.config, mode: 0o644)
+        try host.files.writeIfChanged(K3sFiles.unit, K3sFiles.unitText, mode: 0o644)
+        try await host.services.reloadDaemon()
+        if operations.contains(.custom("enable")) { try await host.services.enable(K3sFiles.unitName) }
+        options.log("restarting \(K3sFiles.unitName) (K3s \(desired.spec.version))")
+        try await host.services.restart(K3sFiles.unitName)
+        // 4. Ready in time, or back to the snapshot.
+        if let why = await waitUntilReady(desired) {
+            guard hadK3s else {
+                throw ReconcileError(.failed, reason: "NotReady",
+                                     "K3s \(desired.spec.version) did not become Ready within \(desired.spec.readyTimeout): \(why)")
+            }
+            options.log("K3s \(desired.spec.version) not Ready within \(desired.spec.readyTimeout) (\(why)): rolling back")
+            let back = try await rollBack(desired)
+            record.failedDigest = desired.digest
+            record.failedVersion = desired.spec.version.description
+            record.failedReason = why
+            try saveRecord(record)
+            throw ReconcileError(.failed, reason: "UpgradeRolledBack",
+                                 "K3s \(desired.spec.version) was not Ready within \(desired.spec.readyTimeout) (\(why)); rolled back to \(back). It is not tried again until spec.k3s changes")
+        }
+        record.version = desired.spec.version.description
+        record.sha256 = desired.spec.sha256.hex
+        record.failedDigest = nil
+        record.failedVersion = nil
+        record.failedReason = nil
+        try saveRecord(record)
+    }
+
+    public func verify(_ desired: Desired) async throws -> Condition {
+        if let why = await notReady(desired) { return Condition(.progressing, reason: "NotReady", message: why) }
+        return .ready("K3s \(desired.spec.version), node \(desired.nodeName) Ready")
+    }
+
+    public func converged(_ desired: Desired, _ observed: Observed) -> Condition {
+        if observed.record.failedDigest == desired.digest {
+            let running = observed.installedVersion.map { "; \($0) keeps running" } ?? ""
+            return Condition(.failed, reason: "UpgradeRolledBack",
+                             message: "K3s \(observed.record.failedVersion ?? "?") was rolled back (\(observed.record.failedReason ?? "not Ready"))\(running); not tried again until spec.k3s changes")
+        }
+        if let why = observed.notReady { return Condition(.progressing, reason: "NotReady", message: why) }
+        return .ready("K3s \(desired.spec.version), node \(desired.nodeName) Ready")
+    }
+
+    // MARK: - Steps
+
+    /// Why K3s is not Ready at the desired version, or nil when it is: the API answers
+    /// `/readyz`, the node is registered, Ready, and runs this version.
+    func notReady(_ desired: Desired) async -> String? {
+        let api: KubeAPI
+        do {
+            api = try cluster.api()
+        } catch {
+            return "\(error)"
+        }
+        guard await api.isReady() else { return "the API server does not answer /readyz with ok" }
+        let node: JSONValue?
+        do {
+            node = try await api.getIfPresent(ResourceRef(plural: "nodes", name: desired.nodeName))
+        } catch {
+            return "cannot read node \(desired.nodeName): \(error)"
+        }
+        guard let node else { return "node \(desired.nodeName) is not registered" }
+        guard KubeViews.nodeReady(node) == "True" else { return "node \(desired.nodeName) is not Ready" }
+        let version = node["status"]?["nodeInfo"]?["kubeletVersion"]?.string ?? "?"
+        guard version == desired.spec.version.description else {
+            return "node \(desired.nodeName) runs \(version), not \(desired.spec.version)"
+        }
+        return nil
+    }
+
+    /// Polls until Ready or `readyTimeout`. - Returns: nil when Ready; else the last reason.
+    func waitUntilReady(_ desired: Desired) async -> String? {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .milliseconds(desired.spec.readyTimeout.milliseconds)
+        var why = await notReady(desired)
+        while let reason = why, clock.now < deadline {
+            _ = reason
+            try? await Task.sleep(for: min(options.pollInterval, max(deadline - clock.now, .zero)))
+            why = await notReady(desired)
+        }
+        return why
+    }
+
+    func snapshot() throws {
+        let previous = K3sFiles.previous
+        try host.files.makeDirectory(previous, mode: 0o700)
+        try K3sBinary.copy(hostPath(K3sFiles.binary), to: hostPath(previous + "/k3s"), mode: 0o755)
+        for (file, name) in [(K3sFiles.config, "config.yaml"), (K3sFiles.unit, "k3s.service")] {
+            if let bytes = try host.files.read(file) {
+                try host.files.write(previous + "/" + name, bytes, mode: 0o644)
+            } else {
+                try host.files.remove(previous + "/" + name)
+            }
+        }
+        try host.files.write(previous + "/record.json", try host.files.read(K3sFiles.record) ?? [], mode: 0o600)
+    }
+
+    /// Puts the snapshot back and restarts K3s. - Returns: what now runs, for the message.
+    func rollBack(_ desired: Desired) async throws -> String {
+        let previous = K3sFiles.previous
+        try K3sBinary.copy(hostPath(previous + "/k3s"), to: hostPath(K3sFiles.binary), mode: 0o755)
+        for (file, name) in [(K3sFiles.config, "config.yaml"), (K3sFiles.unit, "k3s.service")] {
+            if let bytes = try host.files.read(previous + "/" + name) { try host.files.write(file, bytes, mode: 0o644) }
+        }
+        try await host.services.reloadDaemon()
+        try await host.services.restart(K3sFiles.unitName)
+        let old = K3sRecord(try host.files.read(previous + "/record.json"))
+        var before = desired
+        if let v = old.version, let version = try? K3sVersion(parsing: v) { before.spec.version = version }
+        let why = await waitUntilReady(before)
+        options.log("rolled back to K3s \(old.version ?? "the previous binary")" + (why.map { ", which is not Ready either: \($0)" } ?? ", Ready again"))
+        return (old.version ?? "the previous binary") + (why.map { ", which is not Ready either: \($0)" } ?? ", which is Ready again")
+    }
+
+    func saveRecord(_ record: K3sRecord) throws {
+        try host.files.makeDirectory(K3sFiles.stateDirectory, mode: 0o700)
+        try host.files.write(K3sFiles.record, record.bytes, mode: 0o600)
+    }
+}

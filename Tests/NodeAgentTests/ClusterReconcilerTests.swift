@@ -1,0 +1,271 @@
+import Foundation
+import Testing
+import TestSupport
+import KubeTestServer
+import KubeClient
+import Reconcilers
+import YAML
+
+/// The helm and argocd reconcilers against the test API server, with `FakeHelmController`
+/// playing helm-controller, in a temp root that holds the secret files.
+final class ClusterLab: @unchecked Sendable {
+    let server: KubeTestServer
+    let root: String
+    let kubeconfig: String
+    let controller: FakeHelmController
+
+    init() async throws {
+        server = try await KubeTestServer()
+        server.register(KubeTestServer.helmChart)
+        root = Fixtures.temporaryDirectory()
+        kubeconfig = root + "/kubeconfig.yaml"
+        try server.writeKubeconfig(to: kubeconfig)
+        controller = FakeHelmController(server: server)
+        try writeSecret("/etc/nodeagent/secrets/postgres-password", "pg-Secret-7f3a9\n")
+        try writeSecret("/etc/nodeagent/secrets/git-token", "ghp_TokenValue42\n")
+    }
+
+    func stop() {
+        server.stop()
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    func writeSecret(_ path: String, _ text: String, mode: Int = 0o600) throws {
+        try FileManager.default.createDirectory(atPath: root + (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: root + path, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
+    }
+
+    var engine: Engine {
+        get throws {
+            let host = Host(root: root)
+            return try Engine(BuiltInReconcilers.all(on: host, options: PassOptions(kubeconfig: kubeconfig)))
+        }
+    }
+
+    func apply(_ platform: Platform) async throws -> [ReconcilerName: Engine.Entry] {
+        let entries = try await engine.apply(platform, only: [.helm, .argocd])
+        return Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0) })
+    }
+
+    func plan(_ platform: Platform) async throws -> [ReconcilerName: Engine.Entry] {
+        let entries = try await engine.plan(platform, only: [.helm, .argocd])
+        return Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0) })
+    }
+
+    /// Requests that changed something.
+    var writes: [String] { server.requests.filter { $0.hasPrefix("PATCH") || $0.hasPrefix("DELETE") } }
+
+    func chart(_ name: String) -> JSONValue? {
+        server.object("helmcharts", namespace: "kube-system", name: name, groupVersion: "helm.cattle.io/v1")
+    }
+}
+
+func platform(releases: String = ClusterReconcilerTests.releases, argocd: String = ClusterReconcilerTests.argocd) throws -> Platform {
+    let text = "apiVersion: nodeagent/v1\nkind: Platform\nmetadata: {name: vps-1}\nspec:\n  helmReleases:\n" + releases + argocd
+    return try DesiredStateLoader.load(Array(text.utf8), file: "platform.yaml")
+}
+
+extension Engine.Entry {
+    var condition: Condition? {
+        switch outcome {
+        case .applied(_, let c), .failed(let c): return c
+        default: return nil
+        }
+    }
+
+    var changes: [Change] {
+        switch outcome {
+        case .applied(let c, _), .planned(let c): return c
+        default: return []
+        }
+    }
+}
+
+@Suite("helm and argocd reconcilers against the test API server", .serialized)
+struct ClusterReconcilerTests {
+    static let releases = """
+        - {name: argocd, chart: argo-cd, repo: https://argoproj.github.io/argo-helm, version: 7.7.11, namespace: argocd}
+        - name: postgresql
+          chart: postgresql
+          repo: https://charts.bitnami.com/bitnami
+          version: 16.3.0
+          namespace: db
+          values: {primary: {persistence: {size: 20Gi}}}
+          valuesSecrets: [{key: auth.postgresPassword, file: /etc/nodeagent/secrets/postgres-password}]
+
+    """
+    static let argocd = """
+      argocd:
+        release: argocd
+        appOfApps: {repoURL: "https://git.example.com/apps.git", path: apps, targetRevision: main,
+                    username: deploy, passwordFile: /etc/nodeagent/secrets/git-token}
+
+    """
+
+    @Test func installsWaitsForArgoCDThenAppliesTheRootAndIsIdempotent() async throws {
+        let lab = try await ClusterLab()
+        defer { lab.stop() }
+        let state = try platform()
+
+        // Pass 1: charts and the values Secret go in; nothing has run them yet.
+        let first = try await lab.apply(state)
+        #expect(first[.helm]?.changes.map(\.subject) == ["helmchart kube-system/argocd", "secret kube-system/nodeagent-values-postgresql",
+                                                         "helmchart kube-system/postgresql"])
+        #expect(first[.helm]?.condition?.status == .progressing)
+        #expect(first[.helm]?.condition?.reason == "WaitingForJob")
+        #expect(first[.argocd]?.condition?.reason == "WaitingForArgoCD", "\(String(describing: first[.argocd]))")
+        let pg = try #require(lab.chart("postgresql"))
+        #expect(pg["spec"]?["valuesContent"]?.string == "primary:\n  persistence:\n    size: \"20Gi\"\n")
+        #expect(pg["spec"]?["valuesSecrets"]?.array?.first?["name"]?.string == "nodeagent-values-postgresql")
+        #expect(pg["metadata"]?["labels"]?["app.kubernetes.io/managed-by"]?.string == "nodeagent")
+        let secret = try #require(lab.server.object("secrets", namespace: "kube-system", name: "nodeagent-values-postgresql"))
+        let values = KubeViews.secretData(secret)["values.yaml"].map { String(decoding: $0, as: UTF8.self) }
+        #expect(values == #"{"auth":{"postgresPassword":"pg-Secret-7f3a9"}}"#)
+        // The plan never shows a secret, plain or base64.
+        let shown = first.values.flatMap(\.changes).map(\.description).joined(separator: "\n")
+        #expect(!shown.contains("pg-Secret-7f3a9") && !shown.contains(Data("pg-Secret-7f3a9".utf8).base64EncodedString().prefix(12)))
+
+        // helm-controller runs the Jobs; Argo CD's CRD is not there yet: argocd waits.
+        lab.controller.step()
+        let second = try await lab.apply(state)
+        #expect(second[.helm]?.changes.isEmpty == true)
+        #expect(second[.helm]?.condition?.status == .ready, "\(String(describing: second[.helm]))")
+        #expect(second[.argocd]?.condition?.reason == "CRDNotEstablished")
+        #expect(lab.server.requests.contains { $0.contains("/apis/argoproj.io/") } == false)
+
+        // The CRD is established: the root Application and its repository Secret go in.
+        lab.controller.establishApplicationCRD()
+        let third = try await lab.apply(state)
+        #expect(third[.argocd]?.changes.map(\.subject) == ["secret argocd/nodeagent-repo-root", "application argocd/root"])
+        #expect(third[.argocd]?.condition?.status == .progressing)
+        let root = try #require(lab.server.object("applications", namespace: "argocd", name: "root", groupVersion: "argoproj.io/v1alpha1"))
+        #expect(root["spec"]?["syncPolicy"]?["automated"]?["selfHeal"] == .bool(true))
+        #expect(root["spec"]?["syncPolicy"]?["automated"]?["prune"] == .bool(true))
+        #expect(root["spec"]?["source"]?["targetRevision"]?.string == "main")
+        let repo = try #require(lab.server.object("secrets", namespace: "argocd", name: "nodeagent-repo-root"))
+        #expect(repo["metadata"]?["labels"]?["argocd.argoproj.io/secret-type"]?.string == "repository")
+        #expect(KubeViews.secretData(repo)["password"] == Array("ghp_TokenValue42".utf8))
+
+        // Argo CD reports: the status shows in the condition; a further pass writes nothing.
+        var synced = root
+        synced[["status"]] = .object(["sync": .object(["status": .string("Synced"), "revision": .string("4f2a9c1e0b7d5a3c")]),
+                                      "health": .object(["status": .string("Healthy")])])
+        lab.server.put(KubeTestServer.application, namespace: "argocd", synced)
+        let before = lab.writes.count
+        let fourth = try await lab.apply(state)
+        #expect(lab.writes.count == before, "an idempotent pass writes nothing: \(lab.writes.dropFirst(before))")
+        #expect(fourth[.argocd]?.condition == Condition(.ready, reason: "Converged",
+                                                       message: "root Application root: sync Synced, health Healthy at 4f2a9c1e0b7d"))
+        #expect(fourth[.helm]?.condition?.status == .ready)
+    }
+
+    @Test func aValuesChangeIsAppliedAndWaitsForTheNewJob_aRemovedReleaseIsPruned() async throws {
+        let lab = try await ClusterLab()
+        defer { lab.stop() }
+        _ = try await lab.apply(try platform(argocd: ""))
+        lab.controller.step()
+        #expect(try await lab.apply(try platform(argocd: ""))[.helm]?.condition?.status == .ready)
+
+        // Job times have whole seconds: let the Job above be from an earlier second than the change.
+        try await Task.sleep(for: .milliseconds(1100))
+        let changed = try platform(releases: Self.releases.replacingOccurrences(of: "size: 20Gi", with: "size: 50Gi"), argocd: "")
+        let plan = try await lab.plan(changed)
+        let change = try #require(plan[.helm]?.changes.first)
+        #expect(plan[.helm]?.changes.count == 1)
+        #expect(change.description.contains("~ helmchart kube-system/postgresql"))
+        #expect(change.description == "~ helmchart kube-system/postgresql\n    ~ spec.valuesContent:\n      -    size: \"20Gi\"\n      +    size: \"50Gi\"",
+                "\(change)")
+        let applied = try await lab.apply(changed)
+        #expect(applied[.helm]?.condition?.status == .progressing)
+        #expect(applied[.helm]?.condition?.message.contains("ran for an earlier spec") == true, "\(String(describing: applied[.helm]))")
+        #expect(lab.chart("postgresql")?["spec"]?["valuesContent"]?.string?.contains("50Gi") == true)
+        lab.controller.step()
+        #expect(try await lab.apply(changed)[.helm]?.condition?.status == .ready)
+
+        // postgresql leaves the desired state: its chart and values Secret go, argocd's stays.
+        let fewer = try platform(releases: "    - {name: argocd, chart: argo-cd, repo: https://argoproj.github.io/argo-helm, version: 7.7.11, namespace: argocd}\n",
+                                 argocd: "")
+        let pruned = try await lab.apply(fewer)
+        #expect(Set(pruned[.helm]?.changes.map(\.description) ?? []) == [
+            "- helmcharts kube-system/postgresql (no longer in the desired state)",
+            "- secrets kube-system/nodeagent-values-postgresql (no longer in the desired state)",
+        ])
+        #expect(lab.chart("postgresql") == nil)
+        #expect(lab.server.object("secrets", namespace: "kube-system", name: "nodeagent-values-postgresql") == nil)
+        #expect(lab.chart("argocd") != nil)
+    }
+
+    @Test func objectsNodeagentDoesNotManageAreNeverPruned() async throws {
+        let lab = try await ClusterLab()
+        defer { lab.stop() }
+        // K3s's own HelmCharts (traefik) live in kube-system too, without nodeagent's labels.
+        lab.server.put(KubeTestServer.helmChart, namespace: "kube-system", .object([
+            "apiVersion": .string("helm.cattle.io/v1"), "kind": .string("HelmChart"),
+            "metadata": .object(["name": .string("traefik"), "namespace": .string("kube-system")]),
+            "spec": .object(["chart": .string("https://%{KUBERNETES_API}%/static/charts/traefik.tgz")]),
+        ]))
+        _ = try await lab.apply(try platform(argocd: ""))
+        #expect(lab.chart("traefik") != nil)
+        #expect(!lab.writes.contains { $0.contains("traefik") })
+    }
+
+    @Test func aFailedInstallJobIsReportedWithItsLog() async throws {
+        let lab = try await ClusterLab()
+        defer { lab.stop() }
+        _ = try await lab.apply(try platform(argocd: ""))
+        lab.controller.step(failing: ["postgresql"])
+        let result = try await lab.apply(try platform(argocd: ""))
+        let condition = try #require(result[.helm]?.condition)
+        #expect(condition.status == .failed)
+        #expect(condition.reason == "InstallJobFailed")
+        #expect(condition.message.contains("postgresql: Job helm-install-postgresql failed: BackoffLimitExceeded"), "\(condition.message)")
+        #expect(condition.message.contains("Error: chart \"postgresql\" version \"16.3.0\" not found in repository"))
+        #expect(condition.message.contains("argocd: argo-cd 7.7.11 installed and available"))
+    }
+
+    @Test func driftIsRepaired_andUnavailableWorkloadsKeepItProgressing() async throws {
+        let lab = try await ClusterLab()
+        defer { lab.stop() }
+        let state = try platform(argocd: "")
+        _ = try await lab.apply(state)
+        lab.controller.step(available: false)
+        let waiting = try await lab.apply(state)
+        #expect(waiting[.helm]?.condition?.reason == "WorkloadsNotAvailable")
+        #expect(waiting[.helm]?.condition?.message.contains("deployment/argocd-server (0/1 available)") == true)
+
+        // Somebody pins another version by hand (another field manager, forced).
+        let (status, _) = try await lab.server.rawApply(.object([
+            "apiVersion": .string("helm.cattle.io/v1"), "kind": .string("HelmChart"),
+            "metadata": .object(["name": .string("argocd"), "namespace": .string("kube-system")]),
+            "spec": .object(["version": .string("6.0.0")]),
+        ]), path: "/apis/helm.cattle.io/v1/namespaces/kube-system/helmcharts/argocd?fieldManager=kubectl&force=true")
+        #expect(status == 200)
+        let plan = try await lab.plan(state)
+        #expect(plan[.helm]?.changes.map(\.description) == ["~ helmchart kube-system/argocd\n    ~ spec.version: \"6.0.0\" → \"7.7.11\""])
+        _ = try await lab.apply(state)
+        #expect(lab.chart("argocd")?["spec"]?["version"]?.string == "7.7.11")
+        #expect(try await lab.plan(state)[.helm]?.changes.isEmpty == true)
+    }
+
+    @Test func aMissingOrExposedSecretFileFailsWithoutWritingAnything() async throws {
+        let lab = try await ClusterLab()
+        defer { lab.stop() }
+        try lab.writeSecret("/etc/nodeagent/secrets/postgres-password", "pg\n", mode: 0o644)
+        let exposed = try await lab.apply(try platform(argocd: ""))
+        #expect(exposed[.helm]?.condition?.reason == "SecretFileExposed")
+        #expect(exposed[.helm]?.condition?.message.contains("/etc/nodeagent/secrets/postgres-password") == true)
+        try FileManager.default.removeItem(atPath: lab.root + "/etc/nodeagent/secrets/postgres-password")
+        let missing = try await lab.apply(try platform(argocd: ""))
+        #expect(missing[.helm]?.condition?.reason == "SecretFileMissing")
+        #expect(lab.writes.isEmpty)
+    }
+
+    @Test func noKubeconfigYetIsWaitingNotFailure() async throws {
+        let lab = try await ClusterLab()
+        defer { lab.stop() }
+        let engine = try Engine(BuiltInReconcilers.all(on: Host(root: lab.root)))
+        let entries = await engine.apply(try platform(argocd: ""), only: [.helm])
+        #expect(entries.first?.condition?.status == .progressing)
+        #expect(entries.first?.condition?.reason == "NoKubeconfig")
+    }
+}
