@@ -72,29 +72,40 @@ public enum HTTPDownload {
     static func perform(_ url: String, fd: Int32, connectTimeout: Duration, onChunk: @escaping @Sendable ([UInt8]) -> Void,
                         progress: @escaping @Sendable (Progress) -> Void) -> Result<Int64, DownloadError> {
         guard let h = curl_easy_init() else { return .failure(DownloadError(kind: .transfer, message: "curl_easy_init failed", received: 0)) }
-        defer { curl_easy_cleanup(h) }
         let sink = Sink(fd: fd, onChunk: onChunk, progress: progress)
         sink.handle = h
         let unmanaged = Unmanaged.passRetained(sink)
-        defer { unmanaged.release() }
         let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE))
         errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE))
-        defer { errorBuffer.deallocate() }
-        _ = CCurl_setoptString(h, CURLOPT_URL, url)
-        _ = CCurl_setoptLong(h, CURLOPT_FOLLOWLOCATION, 1)
-        _ = CCurl_setoptLong(h, CURLOPT_MAXREDIRS, 5)
-        _ = CCurl_setoptString(h, CURLOPT_PROTOCOLS_STR, "http,https")
-        _ = CCurl_setoptString(h, CURLOPT_REDIR_PROTOCOLS_STR, "https")
-        _ = CCurl_setoptLong(h, CURLOPT_FAILONERROR, 1)
-        _ = CCurl_setoptLong(h, CURLOPT_NOSIGNAL, 1)
-        _ = CCurl_setoptLong(h, CURLOPT_CONNECTTIMEOUT_MS, Int(connectTimeout.components.seconds * 1000))
-        // Stalled: under 1 KiB/s for a minute.
-        _ = CCurl_setoptLong(h, CURLOPT_LOW_SPEED_LIMIT, 1024)
-        _ = CCurl_setoptLong(h, CURLOPT_LOW_SPEED_TIME, 60)
-        _ = CCurl_setoptString(h, CURLOPT_USERAGENT, "nodeagent")
-        _ = CCurl_setoptPointer(h, CURLOPT_ERRORBUFFER, errorBuffer)
-        _ = CCurl_setoptWriteFunction(h, writeFile)
-        _ = CCurl_setoptPointer(h, CURLOPT_WRITEDATA, unmanaged.toOpaque())
+        // One cleanup, in this order: the handle (which may still write to the error buffer
+        // and call back into the sink while it closes) before what it points to.
+        defer {
+            curl_easy_cleanup(h)
+            errorBuffer.deallocate()
+            unmanaged.release()
+        }
+        var options: [(CURLcode, String)] = [
+            (CCurl_setoptString(h, CURLOPT_URL, url), "URL"),
+            (CCurl_setoptLong(h, CURLOPT_FOLLOWLOCATION, 1), "FOLLOWLOCATION"),
+            (CCurl_setoptLong(h, CURLOPT_MAXREDIRS, 5), "MAXREDIRS"),
+            (CCurl_setoptString(h, CURLOPT_PROTOCOLS_STR, "http,https"), "PROTOCOLS_STR"),
+            // A redirect may only lead to HTTPS.
+            (CCurl_setoptString(h, CURLOPT_REDIR_PROTOCOLS_STR, "https"), "REDIR_PROTOCOLS_STR"),
+            (CCurl_setoptLong(h, CURLOPT_FAILONERROR, 1), "FAILONERROR"),
+            (CCurl_setoptLong(h, CURLOPT_NOSIGNAL, 1), "NOSIGNAL"),
+            (CCurl_setoptLong(h, CURLOPT_CONNECTTIMEOUT_MS, Int(connectTimeout.components.seconds * 1000)), "CONNECTTIMEOUT_MS"),
+            // Stalled: under 1 KiB/s for a minute.
+            (CCurl_setoptLong(h, CURLOPT_LOW_SPEED_LIMIT, 1024), "LOW_SPEED_LIMIT"),
+            (CCurl_setoptLong(h, CURLOPT_LOW_SPEED_TIME, 60), "LOW_SPEED_TIME"),
+            (CCurl_setoptString(h, CURLOPT_USERAGENT, "nodeagent"), "USERAGENT"),
+            (CCurl_setoptPointer(h, CURLOPT_ERRORBUFFER, errorBuffer), "ERRORBUFFER"),
+        ]
+        options.append((CCurl_setoptWriteFunction(h, writeFile), "WRITEFUNCTION"))
+        options.append((CCurl_setoptPointer(h, CURLOPT_WRITEDATA, unmanaged.toOpaque()), "WRITEDATA"))
+        if let failed = options.first(where: { $0.0 != CURLE_OK }) {
+            return .failure(DownloadError(kind: .transfer, message: "libcurl refused option \(failed.1): \(String(cString: curl_easy_strerror(failed.0)))",
+                                          received: 0))
+        }
         let code = curl_easy_perform(h)
         var status = 0
         _ = CCurl_getinfoLong(h, CURLINFO_RESPONSE_CODE, &status)

@@ -3,9 +3,11 @@ import Reconcilers
 import YAML
 
 /// Plays K3s's helm-controller (and the workloads a chart creates) against a `KubeTestServer`,
-/// one step at a time: for each HelmChart whose install Job is missing or from an earlier
-/// spec, it creates `helm-install-NAME` (complete, or failed with a pod log for the releases
-/// named in `failing`) and, on success, an available Deployment labelled with the release.
+/// one step at a time: like the real one, it keeps a hash of the chart's spec and values
+/// Secret on the install Job (`helmcharts.helm.cattle.io/configHash`), and for each HelmChart
+/// whose Job is missing or has another hash it (re)creates `helm-install-NAME` (complete, or
+/// failed with a pod log for the releases named in `failing`) and, on success, a rolled-out,
+/// available Deployment labelled with the release.
 public struct FakeHelmController: Sendable {
     public let server: KubeTestServer
 
@@ -22,11 +24,11 @@ public struct FakeHelmController: Sendable {
             guard let name = chart["metadata"]?["name"]?.string, let version = chart["spec"]?["version"]?.string else { continue }
             let jobName = "helm-install-\(name)"
             let existing = server.object("jobs", namespace: "kube-system", name: jobName, groupVersion: "batch/v1")
-            let env = existing?["spec"]?["template"]?["spec"]?["containers"]?.array?.first?["env"]?.array ?? []
-            let oldVersion = env.first { $0["name"]?.string == "VERSION" }?["value"]?.string
-            let created = existing?["metadata"]?["creationTimestamp"]?.string ?? ""
-            let applied = chart["metadata"]?["annotations"]?["nodeagent/spec-applied-at"]?.string ?? ""
-            if existing != nil, oldVersion == version, created >= applied { continue }
+            let values = (chart["spec"]?["valuesSecrets"]?.array ?? []).compactMap { $0["name"]?.string }
+                .map { server.object("secrets", namespace: "kube-system", name: $0)?["data"]?.jsonText ?? "" }
+            let hash = "SHA256=" + Digest.sha256Hex(Array(((chart["spec"]?.jsonText ?? "") + values.joined()).utf8)).uppercased()
+            let hashKey = ["spec", "template", "metadata", "annotations", "helmcharts.helm.cattle.io/configHash"]
+            if existing?[hashKey]?.string == hash { continue }
             if existing != nil { server.remove(Self.job, namespace: "kube-system", name: jobName) }
             let fails = failing.contains(name)
             let condition: JSONValue = fails
@@ -37,7 +39,9 @@ public struct FakeHelmController: Sendable {
                 "apiVersion": .string("batch/v1"), "kind": .string("Job"),
                 "metadata": .object(["name": .string(jobName), "namespace": .string("kube-system"),
                                      "creationTimestamp": .string(KubeTestServer.now())]),
-                "spec": .object(["template": .object(["spec": .object(["containers": .array([.object([
+                "spec": .object(["template": .object([
+                    "metadata": .object(["annotations": .object(["helmcharts.helm.cattle.io/configHash": .string(hash)])]),
+                    "spec": .object(["containers": .array([.object([
                     "name": .string("helm"),
                     "env": .array([.object(["name": .string("VERSION"), "value": .string(version)])]),
                 ])])])])]),
@@ -59,7 +63,7 @@ public struct FakeHelmController: Sendable {
                 "metadata": .object(["name": .string("\(name)-server"), "namespace": .string(namespace),
                                      "labels": .object(["app.kubernetes.io/instance": .string(name)])]),
                 "spec": .object(["replicas": .int(1)]),
-                "status": .object(["availableReplicas": .int(available ? 1 : 0)]),
+                "status": .object(["observedGeneration": .int(1), "updatedReplicas": .int(1), "availableReplicas": .int(available ? 1 : 0)]),
             ]))
         }
     }

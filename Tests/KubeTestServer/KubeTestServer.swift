@@ -84,6 +84,7 @@ public final class KubeTestServer: @unchecked Sendable {
         ResourceType(group: "apps", version: "v1", kind: "DaemonSet", plural: "daemonsets", namespaced: true),
         ResourceType(group: "apiextensions.k8s.io", version: "v1", kind: "CustomResourceDefinition",
                      plural: "customresourcedefinitions", namespaced: false),
+        ResourceType(group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", namespaced: true),
     ]
 
     /// helm.cattle.io/v1 HelmChart, served once a test registers it (K3s always has it).

@@ -123,7 +123,9 @@ struct ClusterReconcilerTests {
         #expect(values == #"{"auth":{"postgresPassword":"pg-Secret-7f3a9"}}"#)
         // The plan never shows a secret, plain or base64.
         let shown = first.values.flatMap(\.changes).map(\.description).joined(separator: "\n")
-        #expect(!shown.contains("pg-Secret-7f3a9") && !shown.contains(Data("pg-Secret-7f3a9".utf8).base64EncodedString().prefix(12)))
+        let encoded = Data(#"{"auth":{"postgresPassword":"pg-Secret-7f3a9"}}"#.utf8).base64EncodedString()
+        #expect(secret["data"]?["values.yaml"]?.string == encoded)
+        #expect(!shown.contains("pg-Secret-7f3a9") && !shown.contains(encoded) && !shown.contains(Data("pg-Secret-7f3a9".utf8).base64EncodedString()))
 
         // helm-controller runs the Jobs; Argo CD's CRD is not there yet: argocd waits.
         lab.controller.step()
@@ -232,6 +234,16 @@ struct ClusterReconcilerTests {
         let waiting = try await lab.apply(state)
         #expect(waiting[.helm]?.condition?.reason == "WorkloadsNotAvailable")
         #expect(waiting[.helm]?.condition?.message.contains("deployment/argocd-server (0/1 available)") == true)
+        // Mid-rollout: the old pods are available, but the new spec is not rolled out yet.
+        lab.server.put(KubeTestServer.builtIn.first { $0.plural == "deployments" }!, namespace: "argocd", .object([
+            "apiVersion": .string("apps/v1"), "kind": .string("Deployment"),
+            "metadata": .object(["name": .string("argocd-repo-server"), "namespace": .string("argocd"), "generation": .int(2),
+                                 "labels": .object(["app.kubernetes.io/instance": .string("argocd")])]),
+            "spec": .object(["replicas": .int(2)]),
+            "status": .object(["observedGeneration": .int(2), "updatedReplicas": .int(1), "availableReplicas": .int(2)]),
+        ]))
+        let rolling = try await lab.apply(state)
+        #expect(rolling[.helm]?.condition?.message.contains("deployment/argocd-repo-server (1/2 updated)") == true, "\(String(describing: rolling[.helm]))")
 
         // Somebody pins another version by hand (another field manager, forced).
         let (status, _) = try await lab.server.rawApply(.object([

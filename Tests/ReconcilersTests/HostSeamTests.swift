@@ -127,6 +127,8 @@ struct ServiceManagerTests {
                      mode: 0o644)
         let services = SystemdServiceManager(root: root)
         #expect(try await !services.isEnabled("demo.service"))
+        // A unit not written yet is simply not enabled (systemctl says "No such file").
+        #expect(try await !services.isEnabled("not-written-yet.service"))
         try await services.enable("demo.service")
         #expect(try await services.isEnabled("demo.service"))
         // The link is absolute as seen from inside the root.

@@ -51,7 +51,8 @@ public enum ClusterRender {
         ResourceRef(group: "helm.cattle.io", version: "v1", plural: "helmcharts", namespace: helmNamespace, name: name)
     }
 
-    static func valuesSecretName(_ release: HelmRelease) -> String { "nodeagent-values-\(release.name)" }
+    static func valuesSecretName(_ release: HelmRelease) -> String { valuesSecretName(release.name.value) }
+    static func valuesSecretName(_ release: String) -> String { "nodeagent-values-\(release)" }
 
     /// Per release: the Secret with its file-sourced values (if any), then its `HelmChart`.
     public static func helm(_ releases: [HelmRelease], secrets: SecretSource) throws -> [KubeObject] {

@@ -47,15 +47,26 @@ public struct HelmReconciler: Reconciler {
     func objects(_ desired: Desired, api: KubeAPI) async throws -> ([KubeObject], ObjectsObservation) {
         var objects = try ClusterRender.helm(desired.releases, secrets: .files(host.files))
         let observed = try await ObjectSync.observe(objects, api: api, owner: Self.name, collections: Self.collections)
-        // Mark when the spec changes, so an install Job from before the change is not taken
-        // for the outcome of this one; an unchanged spec keeps its mark.
+        // Mark when the release's desired state changes (the chart's fields, a field dropped,
+        // or a value from a secret file), so an install Job from before the change is not taken
+        // for the outcome of this one; otherwise the mark stays.
+        let changedValues = Set(objects.filter { $0.isSecret }.compactMap { object -> String? in
+            observed.current[object.ref]?["data"] == object.body["data"] ? nil : object.ref.name
+        })
+        let mark = ["metadata", "annotations", ReleaseHealth.specAppliedAnnotation]
+        let digest = ["metadata", "annotations", KubeObject.appliedAnnotation]
         for i in objects.indices where objects[i].ref.plural == "helmcharts" {
+            let name = objects[i].ref.name ?? ""
             let current = observed.current[objects[i].ref]
-            let key = ["metadata", "annotations", ReleaseHealth.specAppliedAnnotation]
-            if let current, let spec = objects[i].body["spec"], current["spec"].map({ ObjectSync.matches(spec, $0) }) == true {
-                if let mark = current[key] { objects[i].body[key] = mark }
+            let unchanged = current.map { current in
+                current["spec"].map { ObjectSync.matches(objects[i].body["spec"] ?? .null, $0) } == true
+                    && current[digest] == objects[i].stamped[digest]
+                    && !changedValues.contains(ClusterRender.valuesSecretName(name))
+            } ?? false
+            if unchanged {
+                if let kept = current?[mark] { objects[i].body[mark] = kept }
             } else {
-                objects[i].body[key] = .string(host.clock.now().rfc3339)
+                objects[i].body[mark] = .string(host.clock.now().rfc3339)
             }
         }
         return (objects, observed)

@@ -76,7 +76,9 @@ public struct ReleaseHealth: Sendable, Equatable {
         return lines.isEmpty ? "" : "; last log lines of \(pod): " + lines.joined(separator: " | ")
     }
 
-    /// Workloads of the release that are not fully available, as `deployment/NAME (0/1 available)`.
+    /// Workloads of the release that are not rolled out and available, as
+    /// `deployment/NAME (0/1 available)`: the controller has seen the latest spec
+    /// (`observedGeneration`), every replica runs it (updated) and is available.
     static func unavailableWorkloads(_ release: String, namespace: String, api: KubeAPI) async throws -> [String] {
         var out: [String] = []
         let selector = "\(instanceLabel)=\(release)"
@@ -84,13 +86,27 @@ public struct ReleaseHealth: Sendable, Equatable {
             let items = try await api.list(ResourceRef(group: "apps", version: "v1", plural: plural, namespace: namespace), labelSelector: selector)
             for item in items {
                 let status = item["status"]
-                let (want, have): (Int, Int)
+                let name = "\(kind)/\(item["metadata"]?["name"]?.string ?? "?")"
+                let (want, updated, have): (Int, Int, Int)
                 switch plural {
-                case "daemonsets": (want, have) = (status?["desiredNumberScheduled"]?.int ?? 0, status?["numberAvailable"]?.int ?? 0)
-                case "statefulsets": (want, have) = (item["spec"]?["replicas"]?.int ?? 1, status?["readyReplicas"]?.int ?? 0)
-                default: (want, have) = (item["spec"]?["replicas"]?.int ?? 1, status?["availableReplicas"]?.int ?? 0)
+                case "daemonsets":
+                    want = status?["desiredNumberScheduled"]?.int ?? 0
+                    (updated, have) = (status?["updatedNumberScheduled"]?.int ?? 0, status?["numberAvailable"]?.int ?? 0)
+                case "statefulsets":
+                    want = item["spec"]?["replicas"]?.int ?? 1
+                    (updated, have) = (status?["updatedReplicas"]?.int ?? 0, status?["readyReplicas"]?.int ?? 0)
+                default:
+                    want = item["spec"]?["replicas"]?.int ?? 1
+                    (updated, have) = (status?["updatedReplicas"]?.int ?? 0, status?["availableReplicas"]?.int ?? 0)
                 }
-                if have < want { out.append("\(kind)/\(item["metadata"]?["name"]?.string ?? "?") (\(have)/\(want) available)") }
+                let generation = item["metadata"]?["generation"]?.int ?? 0
+                if (status?["observedGeneration"]?.int ?? 0) < generation {
+                    out.append("\(name) (its controller has not seen the new spec yet)")
+                } else if updated < want {
+                    out.append("\(name) (\(updated)/\(want) updated)")
+                } else if have < want {
+                    out.append("\(name) (\(have)/\(want) available)")
+                }
             }
         }
         return out

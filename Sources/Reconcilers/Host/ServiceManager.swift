@@ -46,10 +46,8 @@ public struct SystemdServiceManager: ServiceManager {
         // is-enabled exits 0 for enabled (and static, alias…), 1 for disabled, and prints why.
         let r = try await commands.run(systemctl(["is-enabled", unit]))
         if r.exitCode == 0 { return true }
-        if r.exitCode == 1, r.stderr.isEmpty || r.stderr.contains("disabled") { return false }
-        if r.stderr.contains("No such file") || r.stderr.contains("not found") {
-            throw ServiceError(description: "unit \(unit) does not exist")
-        }
+        // A unit that does not exist (yet) is not enabled: systemd 252 says "No such file or
+        // directory" and exits 1 for it, and nodeagent asks before it writes the unit.
         return false
     }
 

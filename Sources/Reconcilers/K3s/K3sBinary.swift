@@ -114,10 +114,16 @@ enum K3sBinary {
                 offset += w
             }
         }
-        guard fsync(output) == 0, close(output) == 0, rename(temp, target) == 0 else {
+        guard fsync(output) == 0 else { throw fail("fsync", temp) }
+        guard close(output) == 0 else {
             let e = errno
             unlink(temp)
-            throw FileSystemError(operation: "write", path: target, errno: e)
+            throw FileSystemError(operation: "close", path: temp, errno: e)
+        }
+        guard rename(temp, target) == 0 else {
+            let e = errno
+            unlink(temp)
+            throw FileSystemError(operation: "rename", path: target, errno: e)
         }
         syncDirectory(of: target)
     }

@@ -18,9 +18,11 @@ public struct K3sReconciler: Reconciler {
         public var nodeName: String
 
         var config: [UInt8] { K3sFiles.config(spec, nodeName: nodeName) }
-        /// Identifies this desired state of K3s, for "do not retry what was rolled back".
+        /// Identifies this desired state of K3s (every field of `spec.k3s`), for "do not retry
+        /// what was rolled back".
         var digest: String {
-            Digest.sha256Hex(Array("\(spec.version) \(spec.sha256.hex)\n".utf8) + config + K3sFiles.unitText)
+            let settings = "\(spec.version) \(spec.sha256.hex) \(spec.downloadURL.value) \(spec.readyTimeout.milliseconds) \(spec.allowMinorDowngrade)\n"
+            return Digest.sha256Hex(Array(settings.utf8) + config + K3sFiles.unitText)
         }
     }
 
@@ -35,6 +37,8 @@ public struct K3sReconciler: Reconciler {
         var active: Bool
         /// nil when Ready; else why not.
         var notReady: String?
+        /// The kubelet version the Node reports, when the API answers.
+        var nodeVersion: String?
     }
 
     public struct Options: Sendable {
@@ -75,21 +79,23 @@ public struct K3sReconciler: Reconciler {
     public func observe(_ desired: Desired) async throws -> Observed {
         let record = K3sRecord(try host.files.read(K3sFiles.record))
         let sha = try K3sBinary.sha256(hostPath(K3sFiles.binary))
-        var version: K3sVersion?
-        if let sha {
-            if sha == record.sha256, let v = record.version {
-                version = try? K3sVersion(parsing: v)
-            } else if let out = try? await host.commands.run(Command(hostPath(K3sFiles.binary), ["--version"], timeout: .seconds(20))),
-                      out.exitCode == 0 {
-                // "k3s version v1.31.4+k3s1 (a1b2c3d4)"
-                version = out.stdout.split(separator: " ").compactMap { try? K3sVersion(parsing: String($0)) }.first
-            }
-        }
         let active = try await host.services.isActive(K3sFiles.unitName)
-        return Observed(binarySHA256: sha, installedVersion: version, config: try host.files.read(K3sFiles.config),
-                        unit: try host.files.read(K3sFiles.unit), record: record,
+        let readiness = active ? await notReady(node: desired.nodeName, version: desired.spec.version.description)
+                               : (reason: "\(K3sFiles.unitName) is not running", nodeVersion: nil)
+        return Observed(binarySHA256: sha, installedVersion: await installedVersion(sha: sha, record: record),
+                        config: try host.files.read(K3sFiles.config), unit: try host.files.read(K3sFiles.unit), record: record,
                         enabled: try await host.services.isEnabled(K3sFiles.unitName), active: active,
-                        notReady: active ? await notReady(desired) : "\(K3sFiles.unitName) is not running")
+                        notReady: readiness.reason, nodeVersion: readiness.nodeVersion)
+    }
+
+    /// The installed binary's version: from the record when the binary is the one recorded,
+    /// else as `k3s --version` prints it ("k3s version v1.31.4+k3s1 (a1b2c3d4)").
+    func installedVersion(sha: String?, record: K3sRecord) async -> K3sVersion? {
+        guard let sha else { return nil }
+        if sha == record.sha256, let v = record.version { return try? K3sVersion(parsing: v) }
+        guard let out = try? await host.commands.run(Command(hostPath(K3sFiles.binary), ["--version"], timeout: .seconds(20))),
+              out.exitCode == 0 else { return nil }
+        return out.stdout.split(separator: " ").compactMap { try? K3sVersion(parsing: String($0)) }.first
     }
 
     public func plan(_ desired: Desired, _ observed: Observed) throws -> [Change] {
@@ -99,30 +105,36 @@ public struct K3sReconciler: Reconciler {
             throw ReconcileError(.failed, reason: "DowngradeRefused",
                                  "K3s \(installed) is installed and \(wanted) is a lower minor version: K3s's datastore cannot go back a minor version. Pin \(installed.major).\(installed.minor) or later, or set spec.k3s.allowMinorDowngrade: true if you restore the datastore yourself")
         }
-        // Rolled back before: leave it until the desired state changes.
-        if observed.record.failedDigest == desired.digest { return [] }
         var changes: [Change] = []
-        if observed.binarySHA256 != desired.spec.sha256.hex {
-            let from = observed.binarySHA256 == nil ? nil : (observed.installedVersion?.description ?? "an unknown version")
-            changes.append(Change(from == nil ? .create : .update, "k3s binary \(K3sFiles.binary)",
-                                  detail: from.map { "\($0) → \(wanted)" } ?? "\(wanted) from \(K3sFiles.url(desired.spec))",
-                                  operation: .custom("install-binary")))
+        // Rolled back before: its files are not tried again until the desired state changes;
+        // a K3s that stopped is still started.
+        let rolledBack = observed.record.failedDigest == desired.digest
+        if !rolledBack {
+            if observed.binarySHA256 != desired.spec.sha256.hex {
+                let from = observed.binarySHA256 == nil ? nil : (observed.installedVersion?.description ?? "an unknown version")
+                changes.append(Change(from == nil ? .create : .update, "k3s binary \(K3sFiles.binary)",
+                                      detail: from.map { "\($0) → \(wanted)" } ?? "\(wanted) from \(K3sFiles.url(desired.spec))",
+                                      operation: .custom("install-binary")))
+            }
+            if observed.config != desired.config {
+                changes.append(Change(observed.config == nil ? .create : .update, "file \(K3sFiles.config)",
+                                      operation: .writeFile(path: K3sFiles.config, before: observed.config, after: desired.config, mode: 0o644)))
+            }
+            if observed.unit != K3sFiles.unitText {
+                changes.append(Change(observed.unit == nil ? .create : .update, "file \(K3sFiles.unit)",
+                                      operation: .writeFile(path: K3sFiles.unit, before: observed.unit, after: K3sFiles.unitText, mode: 0o644)))
+            }
+            if !observed.enabled {
+                changes.append(Change(.run, "unit \(K3sFiles.unitName)", detail: "enable", operation: .custom("enable")))
+            }
         }
-        if observed.config != desired.config {
-            changes.append(Change(observed.config == nil ? .create : .update, "file \(K3sFiles.config)",
-                                  operation: .writeFile(path: K3sFiles.config, before: observed.config, after: desired.config, mode: 0o644)))
-        }
-        if observed.unit != K3sFiles.unitText {
-            changes.append(Change(observed.unit == nil ? .create : .update, "file \(K3sFiles.unit)",
-                                  operation: .writeFile(path: K3sFiles.unit, before: observed.unit, after: K3sFiles.unitText, mode: 0o644)))
-        }
-        if !observed.enabled {
-            changes.append(Change(.run, "unit \(K3sFiles.unitName)", detail: "enable", operation: .custom("enable")))
-        }
-        if !changes.filter({ $0.operation != .custom("enable") }).isEmpty || !observed.active {
+        // The right binary on disk but another version running: it was never restarted.
+        let staleProcess = observed.binarySHA256 == desired.spec.sha256.hex && observed.nodeVersion.map { $0 != wanted.description } == true
+        if !changes.filter({ $0.operation != .custom("enable") }).isEmpty || !observed.active || staleProcess {
             let verb = observed.active ? "restart" : "start"
             changes.append(Change(.run, "unit \(K3sFiles.unitName)",
-                                  detail: "\(verb), then wait up to \(desired.spec.readyTimeout) for the node to be Ready (else roll back)",
+                                  detail: "\(verb), then wait up to \(desired.spec.readyTimeout) for the node to be Ready"
+                                      + (rolledBack ? "" : " (else roll back)"),
                                   operation: .custom("restart")))
         }
         return changes
@@ -131,28 +143,39 @@ public struct K3sReconciler: Reconciler {
     public func apply(_ changes: [Change], desired: Desired) async throws {
         let operations = changes.map(\.operation)
         var record = K3sRecord(try host.files.read(K3sFiles.record))
-        // 1. The new binary, verified, before anything on the node changes.
         let newBinary = operations.contains(.custom("install-binary"))
+        let changesFiles = newBinary || operations.contains { if case .writeFile = $0 { return true } else { return false } }
+        // After a rollback only a start is ever planned, and what runs is the old version.
+        let rolledBack = record.failedDigest == desired.digest
+        // 1. The new binary, verified, before anything on the node changes.
         if newBinary {
             try await K3sBinary.fetch(K3sFiles.url(desired.spec), to: hostPath(K3sFiles.download), expect: desired.spec.sha256.hex, log: options.log)
         }
         // 2. A snapshot of what runs now, for the rollback.
-        let hadK3s = try K3sBinary.sha256(hostPath(K3sFiles.binary)) != nil
-        if hadK3s { try snapshot() }
-        // 3. The change.
-        if newBinary { try K3sBinary.install(hostPath(K3sFiles.download), as: hostPath(K3sFiles.binary)) }
-        try host.files.makeDirectory("/etc/rancher/k3s", mode: 0o755)
-        try host.files.writeIfChanged(K3sFiles.config, desired.config, mode: 0o644)
-        try host.files.writeIfChanged(K3sFiles.unit, K3sFiles.unitText, mode: 0o644)
-        try await host.services.reloadDaemon()
-        if operations.contains(.custom("enable")) { try await host.services.enable(K3sFiles.unitName) }
-        options.log("restarting \(K3sFiles.unitName) (K3s \(desired.spec.version))")
-        try await host.services.restart(K3sFiles.unitName)
-        // 4. Ready in time, or back to the snapshot.
-        if let why = await waitUntilReady(desired) {
-            guard hadK3s else {
+        let currentSHA = try K3sBinary.sha256(hostPath(K3sFiles.binary))
+        let canRollBack = currentSHA != nil && changesFiles
+        if canRollBack { try snapshot(version: await installedVersion(sha: currentSHA, record: record)) }
+        // 3. The change, then 4. Ready in time — any failure on the way counts as not Ready.
+        var why: String?
+        do {
+            if newBinary { try K3sBinary.install(hostPath(K3sFiles.download), as: hostPath(K3sFiles.binary)) }
+            try host.files.makeDirectory("/etc/rancher/k3s", mode: 0o755)
+            try host.files.writeIfChanged(K3sFiles.config, desired.config, mode: 0o644)
+            try host.files.writeIfChanged(K3sFiles.unit, K3sFiles.unitText, mode: 0o644)
+            try await host.services.reloadDaemon()
+            if operations.contains(.custom("enable")) { try await host.services.enable(K3sFiles.unitName) }
+            options.log("restarting \(K3sFiles.unitName) (K3s \(desired.spec.version))")
+            let restarted = host.clock.now()
+            try await host.services.restart(K3sFiles.unitName)
+            why = await waitUntilReady(node: desired.nodeName, version: rolledBack ? nil : desired.spec.version.description,
+                                       since: restarted, timeout: desired.spec.readyTimeout)
+        } catch {
+            why = "\(error)"
+        }
+        if let why {
+            guard canRollBack else {
                 throw ReconcileError(.failed, reason: "NotReady",
-                                     "K3s \(desired.spec.version) did not become Ready within \(desired.spec.readyTimeout): \(why)")
+                                     "K3s \(rolledBack ? "" : "\(desired.spec.version) ")did not become Ready within \(desired.spec.readyTimeout): \(why)")
             }
             options.log("K3s \(desired.spec.version) not Ready within \(desired.spec.readyTimeout) (\(why)): rolling back")
             let back = try await rollBack(desired)
@@ -163,98 +186,132 @@ public struct K3sReconciler: Reconciler {
             throw ReconcileError(.failed, reason: "UpgradeRolledBack",
                                  "K3s \(desired.spec.version) was not Ready within \(desired.spec.readyTimeout) (\(why)); rolled back to \(back). It is not tried again until spec.k3s changes")
         }
-        record.version = desired.spec.version.description
-        record.sha256 = desired.spec.sha256.hex
-        record.failedDigest = nil
-        record.failedVersion = nil
-        record.failedReason = nil
-        try saveRecord(record)
+        if !rolledBack, changesFiles || record.version == nil {
+            record.version = desired.spec.version.description
+            record.sha256 = desired.spec.sha256.hex
+            record.failedDigest = nil
+            record.failedVersion = nil
+            record.failedReason = nil
+            try saveRecord(record)
+        }
     }
 
     public func verify(_ desired: Desired) async throws -> Condition {
-        if let why = await notReady(desired) { return Condition(.progressing, reason: "NotReady", message: why) }
+        let record = K3sRecord(try host.files.read(K3sFiles.record))
+        if record.failedDigest == desired.digest {
+            let sha = try K3sBinary.sha256(hostPath(K3sFiles.binary))
+            return rolledBackCondition(record, running: await installedVersion(sha: sha, record: record))
+        }
+        if let why = await notReady(node: desired.nodeName, version: desired.spec.version.description).reason {
+            return Condition(.progressing, reason: "NotReady", message: why)
+        }
         return .ready("K3s \(desired.spec.version), node \(desired.nodeName) Ready")
     }
 
     public func converged(_ desired: Desired, _ observed: Observed) -> Condition {
-        if observed.record.failedDigest == desired.digest {
-            let running = observed.installedVersion.map { "; \($0) keeps running" } ?? ""
-            return Condition(.failed, reason: "UpgradeRolledBack",
-                             message: "K3s \(observed.record.failedVersion ?? "?") was rolled back (\(observed.record.failedReason ?? "not Ready"))\(running); not tried again until spec.k3s changes")
-        }
+        if observed.record.failedDigest == desired.digest { return rolledBackCondition(observed.record, running: observed.installedVersion) }
         if let why = observed.notReady { return Condition(.progressing, reason: "NotReady", message: why) }
         return .ready("K3s \(desired.spec.version), node \(desired.nodeName) Ready")
     }
 
+    func rolledBackCondition(_ record: K3sRecord, running: K3sVersion?) -> Condition {
+        Condition(.failed, reason: "UpgradeRolledBack",
+                  message: "K3s \(record.failedVersion ?? "?") was rolled back (\(record.failedReason ?? "not Ready"))"
+                      + (running.map { "; \($0) keeps running" } ?? "") + "; not tried again until spec.k3s changes")
+    }
+
     // MARK: - Steps
 
-    /// Why K3s is not Ready at the desired version, or nil when it is: the API answers
-    /// `/readyz`, the node is registered, Ready, and runs this version.
-    func notReady(_ desired: Desired) async -> String? {
+    /// Why K3s is not Ready, or nil when it is: the API answers `/readyz`, the node is
+    /// registered and Ready, runs `version` (if given), and its kubelet renewed the node's
+    /// Lease within the last minute and, if given, after `since` (a restart): a Node object
+    /// still saying Ready from before a restart proves nothing.
+    /// - Returns: the reason, and the kubelet version the node reports.
+    func notReady(node name: String, version: String?, since: Timestamp? = nil) async -> (reason: String?, nodeVersion: String?) {
         let api: KubeAPI
         do {
             api = try cluster.api()
         } catch {
-            return "\(error)"
+            return ("\(error)", nil)
         }
-        guard await api.isReady() else { return "the API server does not answer /readyz with ok" }
-        let node: JSONValue?
+        guard await api.isReady() else { return ("the API server does not answer /readyz with ok", nil) }
+        let node: JSONValue?, lease: JSONValue?
         do {
-            node = try await api.getIfPresent(ResourceRef(plural: "nodes", name: desired.nodeName))
+            node = try await api.getIfPresent(ResourceRef(plural: "nodes", name: name))
+            lease = try await api.getIfPresent(ResourceRef(group: "coordination.k8s.io", version: "v1", plural: "leases",
+                                                          namespace: "kube-node-lease", name: name))
         } catch {
-            return "cannot read node \(desired.nodeName): \(error)"
+            return ("cannot read node \(name): \(error)", nil)
         }
-        guard let node else { return "node \(desired.nodeName) is not registered" }
-        guard KubeViews.nodeReady(node) == "True" else { return "node \(desired.nodeName) is not Ready" }
-        let version = node["status"]?["nodeInfo"]?["kubeletVersion"]?.string ?? "?"
-        guard version == desired.spec.version.description else {
-            return "node \(desired.nodeName) runs \(version), not \(desired.spec.version)"
+        guard let node else { return ("node \(name) is not registered", nil) }
+        let running = node["status"]?["nodeInfo"]?["kubeletVersion"]?.string
+        guard KubeViews.nodeReady(node) == "True" else { return ("node \(name) is not Ready", running) }
+        if let version, running != version { return ("node \(name) runs \(running ?? "an unknown version"), not \(version)", running) }
+        guard let renewed = lease?["spec"]?["renewTime"]?.string.flatMap(Timestamp.init(rfc3339:)) else {
+            return ("node \(name)'s kubelet has not renewed its lease", running)
         }
-        return nil
+        if let since, renewed < since { return ("node \(name)'s kubelet has not checked in since the restart", running) }
+        if renewed < host.clock.now().adding(TimeSpan(milliseconds: -60_000)) {
+            return ("node \(name)'s kubelet last renewed its lease at \(renewed.rfc3339)", running)
+        }
+        return (nil, running)
     }
 
-    /// Polls until Ready or `readyTimeout`. - Returns: nil when Ready; else the last reason.
-    func waitUntilReady(_ desired: Desired) async -> String? {
+    /// Polls until Ready or the timeout. - Returns: nil when Ready; else the last reason.
+    func waitUntilReady(node: String, version: String?, since: Timestamp, timeout: TimeSpan) async -> String? {
         let clock = ContinuousClock()
-        let deadline = clock.now + .milliseconds(desired.spec.readyTimeout.milliseconds)
-        var why = await notReady(desired)
-        while let reason = why, clock.now < deadline {
-            _ = reason
+        let deadline = clock.now + .milliseconds(timeout.milliseconds)
+        var why = await notReady(node: node, version: version, since: since).reason
+        while why != nil, clock.now < deadline {
             try? await Task.sleep(for: min(options.pollInterval, max(deadline - clock.now, .zero)))
-            why = await notReady(desired)
+            why = await notReady(node: node, version: version, since: since).reason
         }
         return why
     }
 
-    func snapshot() throws {
+    static let snapshotFiles = [(K3sFiles.config, "config.yaml"), (K3sFiles.unit, "k3s.service")]
+
+    /// Copies the binary, config and unit (a missing file is recorded as missing) and the
+    /// running version to `previous/`.
+    func snapshot(version: K3sVersion?) throws {
         let previous = K3sFiles.previous
         try host.files.makeDirectory(previous, mode: 0o700)
         try K3sBinary.copy(hostPath(K3sFiles.binary), to: hostPath(previous + "/k3s"), mode: 0o755)
-        for (file, name) in [(K3sFiles.config, "config.yaml"), (K3sFiles.unit, "k3s.service")] {
+        for (file, name) in Self.snapshotFiles {
             if let bytes = try host.files.read(file) {
                 try host.files.write(previous + "/" + name, bytes, mode: 0o644)
             } else {
                 try host.files.remove(previous + "/" + name)
             }
         }
-        try host.files.write(previous + "/record.json", try host.files.read(K3sFiles.record) ?? [], mode: 0o600)
+        try host.files.write(previous + "/version", Array((version?.description ?? "").utf8), mode: 0o600)
     }
 
-    /// Puts the snapshot back and restarts K3s. - Returns: what now runs, for the message.
+    /// Puts the snapshot back (removing a file the snapshot did not have) and restarts K3s.
+    /// - Returns: what now runs, for the message.
     func rollBack(_ desired: Desired) async throws -> String {
         let previous = K3sFiles.previous
         try K3sBinary.copy(hostPath(previous + "/k3s"), to: hostPath(K3sFiles.binary), mode: 0o755)
-        for (file, name) in [(K3sFiles.config, "config.yaml"), (K3sFiles.unit, "k3s.service")] {
-            if let bytes = try host.files.read(previous + "/" + name) { try host.files.write(file, bytes, mode: 0o644) }
+        for (file, name) in Self.snapshotFiles {
+            if let bytes = try host.files.read(previous + "/" + name) {
+                try host.files.write(file, bytes, mode: 0o644)
+            } else {
+                try host.files.remove(file)
+            }
         }
         try await host.services.reloadDaemon()
-        try await host.services.restart(K3sFiles.unitName)
-        let old = K3sRecord(try host.files.read(previous + "/record.json"))
-        var before = desired
-        if let v = old.version, let version = try? K3sVersion(parsing: v) { before.spec.version = version }
-        let why = await waitUntilReady(before)
-        options.log("rolled back to K3s \(old.version ?? "the previous binary")" + (why.map { ", which is not Ready either: \($0)" } ?? ", Ready again"))
-        return (old.version ?? "the previous binary") + (why.map { ", which is not Ready either: \($0)" } ?? ", which is Ready again")
+        let version = (try host.files.read(previous + "/version")).map { String(decoding: $0, as: UTF8.self) }.flatMap { $0.isEmpty ? nil : $0 }
+        let restarted = host.clock.now()
+        var why: String?
+        do {
+            try await host.services.restart(K3sFiles.unitName)
+            why = await waitUntilReady(node: desired.nodeName, version: version, since: restarted, timeout: desired.spec.readyTimeout)
+        } catch {
+            why = "\(error)"
+        }
+        let what = (version ?? "the previous binary") + (why.map { ", which is not Ready either: \($0)" } ?? ", which is Ready again")
+        options.log("rolled back to K3s \(what)")
+        return what
     }
 
     func saveRecord(_ record: K3sRecord) throws {
