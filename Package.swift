@@ -33,10 +33,12 @@ let package = Package(
                        providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CYaml", path: "Sources/CYaml", pkgConfig: "yaml-0.1",
                        providers: [.apt(["libyaml-dev"])]),
+        .systemLibrary(name: "CLibpq", path: "Sources/CLibpq", pkgConfig: "libpq",
+                       providers: [.apt(["libpq-dev"])]),
         .target(name: "YAML", dependencies: ["CYaml"], swiftSettings: strict),
         .target(name: "KubeClient", dependencies: ["CCurl", "YAML"], swiftSettings: strict),
         .target(name: "Reconcilers", dependencies: [
-            "YAML", "KubeClient",
+            "YAML", "KubeClient", "CLibpq",
             .product(name: "Subprocess", package: "swift-subprocess"),
             .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: strict),

@@ -86,6 +86,8 @@ packages:
   - ca-certificates
   - libcurl4
   - libyaml-0-2
+  - libpq5
+  - postgresql-client
   - qrencode
 write_files:
   - path: /etc/nodeagent/agent.yaml

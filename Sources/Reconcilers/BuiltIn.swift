@@ -45,7 +45,7 @@ public struct PassOptions: Sendable {
 }
 
 /// The reconcilers this build ships, for `plan`, `apply` and the daemon. Sections without one
-/// here (alerting, backups) are reported as not handled.
+/// here (alerting) are reported as not handled.
 public enum BuiltInReconcilers {
     public static func all(on host: Host, options: PassOptions = PassOptions()) -> [AnyReconciler] {
         let cluster = options.cluster(on: host)
@@ -56,6 +56,7 @@ public enum BuiltInReconcilers {
             AnyReconciler(K3sReconciler(host: host, cluster: cluster, options: .init(log: options.log))),
             AnyReconciler(HelmReconciler(host: host, cluster: cluster)),
             AnyReconciler(ArgoCDReconciler(host: host, cluster: cluster)),
+            AnyReconciler(BackupsReconciler(host: host)),
         ]
     }
 }

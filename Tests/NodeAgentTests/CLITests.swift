@@ -73,14 +73,14 @@ struct CLITests {
     // touch nothing here; the host reconcilers are tested inside network namespaces and temp
     // roots (HostReconcilerTests).
     @Test func planSaysWhatThisBuildDoesNotHandle() async throws {
-        let r = try await Binary.run(["plan", "--state", Fixtures.example, "--only", "alerting,backups"])
+        let r = try await Binary.run(["plan", "--state", Fixtures.example, "--only", "alerting"])
         #expect(r.exitCode == 0, "\(r.stderr)")
         #expect(r.stdout.contains("alerting: spec.alerting is declared but this build has no reconciler for it yet"))
-        #expect(r.stdout.hasSuffix("0 changes pending; not handled by this build: alerting, backups\n"))
-        let only = try await Binary.run(["plan", "--state", Fixtures.example, "--only", "backups, alerting", "-o", "json"])
+        #expect(r.stdout.hasSuffix("0 changes pending; not handled by this build: alerting\n"))
+        let only = try await Binary.run(["plan", "--state", Fixtures.example, "--only", "alerting", "-o", "json"])
         let json = try #require(try JSONSerialization.jsonObject(with: Data(only.stdout.utf8)) as? [String: Any])
         let names = (json["reconcilers"] as? [[String: Any]])?.compactMap { $0["name"] as? String }
-        #expect(names == ["alerting", "backups"])
+        #expect(names == ["alerting"])
     }
 
     @Test func planRefusesAnInvalidStateWithExitOne() async throws {
@@ -99,9 +99,9 @@ struct CLITests {
     @Test func applyConvergesOnlyWhatItHandles() async throws {
         let minimal = try await Binary.run(["apply", "--state", Fixtures.desiredState + "/valid/minimal.yaml"])
         #expect(minimal.exitCode == 0, "\(minimal.stderr)")
-        let unhandled = try await Binary.run(["apply", "--state", Fixtures.example, "--only", "alerting,backups"])
+        let unhandled = try await Binary.run(["apply", "--state", Fixtures.example, "--only", "alerting"])
         #expect(unhandled.exitCode == 1)
-        #expect(unhandled.stderr.contains("error: not converged: alerting (not handled by this build), backups (not handled by this build)"))
+        #expect(unhandled.stderr.contains("error: not converged: alerting (not handled by this build)"))
     }
 
     @Test func versionPrints() async throws {

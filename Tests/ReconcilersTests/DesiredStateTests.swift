@@ -133,3 +133,33 @@ struct DesiredStateModelTests {
         #expect(throws: InvalidValue.self) { try CronSchedule(parsing: text) }
     }
 }
+
+@Suite("Cron schedules: next and previous firing, catch-up after downtime")
+struct CronScheduleTests {
+    func t(_ s: String) -> Timestamp { Timestamp(rfc3339: s)! }
+    func cron(_ s: String) -> CronSchedule { try! CronSchedule(parsing: s) }
+
+    @Test func nextAndPrevious() {
+        #expect(cron("0 3 * * *").next(after: t("2026-11-26T21:00:00Z")) == t("2026-11-27T03:00:00Z"))
+        #expect(cron("0 3 * * *").next(after: t("2026-11-27T03:00:00Z")) == t("2026-11-28T03:00:00Z"), "strictly after")
+        #expect(cron("0 3 * * *").previous(atOrBefore: t("2026-11-27T03:00:00Z")) == t("2026-11-27T03:00:00Z"))
+        #expect(cron("0 4 * * 0").next(after: t("2026-11-26T21:00:00Z")) == t("2026-11-29T04:00:00Z"), "Sunday")
+        #expect(cron("*/15 * * * *").next(after: t("2026-11-26T21:07:30Z")) == t("2026-11-26T21:15:00Z"))
+        #expect(cron("0 0 29 2 *").next(after: t("2026-03-01T00:00:00Z")) == t("2028-02-29T00:00:00Z"), "leap day")
+        #expect(cron("30 12 1 * mon").next(after: t("2026-11-26T00:00:00Z")) == t("2026-11-30T12:30:00Z"), "either day matches")
+        #expect(cron("0 0 31 dec *").previous(atOrBefore: t("2026-06-01T00:00:00Z")) == t("2025-12-31T00:00:00Z"))
+    }
+
+    @Test func aRunMissedWhileDownIsCaughtUpOnce() {
+        let daily = cron("0 3 * * *")
+        #expect(BackupSchedule.isDue(daily, lastRun: nil, now: t("2026-11-26T10:00:00Z")), "never ran: now")
+        #expect(!BackupSchedule.isDue(daily, lastRun: t("2026-11-26T03:00:00Z"), now: t("2026-11-26T10:00:00Z")))
+        // Down from before Tuesday's 03:00 until Thursday: one catch-up run, not two.
+        #expect(BackupSchedule.isDue(daily, lastRun: t("2026-11-24T03:00:05Z"), now: t("2026-11-26T10:00:00Z")))
+        #expect(!BackupSchedule.isDue(daily, lastRun: t("2026-11-26T10:00:01Z"), now: t("2026-11-26T10:05:00Z")))
+        #expect(BackupSchedule.wake([daily, cron("0 4 * * 0")], now: t("2026-11-26T10:00:00Z"), cap: TimeSpan(milliseconds: 60_000))
+                == t("2026-11-26T10:01:00Z"))
+        #expect(BackupSchedule.wake([cron("*/15 * * * *")], now: t("2026-11-26T10:14:30Z"), cap: TimeSpan(milliseconds: 3_600_000))
+                == t("2026-11-26T10:15:00Z"))
+    }
+}

@@ -52,4 +52,41 @@ final class AgentMetrics: Sendable {
                                              helpText: "The commit of the applied desired state."),
                            labels: [("commit", commit)]).set(to: 1)
     }
+
+    /// The backups' and drills' figures, from the state file.
+    func backups(_ state: BackupState) {
+        for (database, r) in state.databases {
+            let labels = [("database", database)]
+            if let success = r.lastSuccess {
+                registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "backup_last_success", unitName: "timestamp_seconds",
+                                                     helpText: "When the last good dump of the database finished."),
+                                   labels: labels).set(to: Double(success.millisecondsSinceEpoch) / 1000)
+            }
+            registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "backup_duration", unitName: "seconds",
+                                                 helpText: "How long the last dump of the database took."),
+                               labels: labels).set(to: r.durationSeconds)
+            registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "backup_size", unitName: "bytes",
+                                                 helpText: "The size of the last good dump of the database."),
+                               labels: labels).set(to: Double(r.sizeBytes))
+            registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "backup_last_result_ok", unitName: "",
+                                                 helpText: "1 when the last dump of the database succeeded."),
+                               labels: labels).set(to: r.ok ? 1 : 0)
+        }
+        if let drill = state.drill {
+            if let success = drill.lastSuccess {
+                registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "restore_drill_last_success", unitName: "timestamp_seconds",
+                                                     helpText: "When the last restore drill verified the newest dumps."))
+                    .set(to: Double(success.millisecondsSinceEpoch) / 1000)
+            }
+            registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "restore_drill_last_result_ok", unitName: "",
+                                                 helpText: "1 when the last restore drill verified; 0 when it failed."))
+                .set(to: drill.ok ? 1 : 0)
+        }
+        for (key, count) in state.failures {
+            let parts = key.split(separator: "/", maxSplits: 1).map(String.init)
+            registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "backup_failures", unitName: "",
+                                                 helpText: "Failed backup, roles and drill runs by job and reason, since the state file began."),
+                               labels: [("job", parts.first ?? key), ("reason", parts.count > 1 ? parts[1] : "")]).set(to: Double(count))
+        }
+    }
 }

@@ -179,6 +179,9 @@ final class ReconcileLoop: Service, Sendable {
 
     /// The address the status server binds: `spec.status.listen` of the desired state the
     /// first pass worked on, else loopback. (A changed address takes a restart.)
+    /// The desired state the loop converges now (nil before the first valid one).
+    func platform() -> Platform? { current.withLock { $0 } }
+
     func listenAddress(override: String?) -> (host: String, port: Int) {
         if let override, let hp = try? HostPort(parsing: override) { return (hp.host, Int(hp.port.value)) }
         if let listen = current.withLock({ $0 })?.spec.status?.listen { return (listen.host, Int(listen.port.value)) }

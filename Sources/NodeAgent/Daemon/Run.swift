@@ -75,7 +75,8 @@ struct Run: AsyncParsableCommand {
                                configuration: .init(address: .hostname(address.host, port: address.port), serverName: "nodeagent"),
                                logger: serverLogger)
         }
-        let group = ServiceGroup(configuration: .init(services: [server, loop], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let scheduler = BackupScheduler(loop: loop, host: host, options: options, metrics: metrics, logger: logger)
+        let group = ServiceGroup(configuration: .init(services: [server, loop, scheduler], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

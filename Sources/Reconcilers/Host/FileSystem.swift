@@ -24,6 +24,8 @@ public protocol FileSystem: Sendable {
     func isSymbolicLink(_ path: String) throws(FileSystemError) -> Bool
     /// Sets the owner of a file or directory (symlinks are not followed).
     func setOwner(_ path: String, uid: UInt32, gid: UInt32) throws(FileSystemError)
+    /// The names in a directory (not `.` and `..`), sorted; nil when it does not exist.
+    func list(_ directory: String) throws(FileSystemError) -> [String]?
 }
 
 extension FileSystem {
@@ -151,6 +153,23 @@ public struct RootedFileSystem: FileSystem {
     public func setOwner(_ path: String, uid: UInt32, gid: UInt32) throws(FileSystemError) {
         let full = hostPath(path)
         guard lchown(full, uid, gid) == 0 else { throw FileSystemError(operation: "chown", path: full, errno: errno) }
+    }
+
+    public func list(_ directory: String) throws(FileSystemError) -> [String]? {
+        let full = hostPath(directory)
+        guard let dir = opendir(full) else {
+            if errno == ENOENT { return nil }
+            throw FileSystemError(operation: "open directory", path: full, errno: errno)
+        }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
+            }
+            if name != ".", name != ".." { names.append(name) }
+        }
+        return names.sorted()
     }
 
     private func makeDirectories(_ directory: String) throws(FileSystemError) {

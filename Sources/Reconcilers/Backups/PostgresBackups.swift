@@ -1,0 +1,435 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
+import KubeClient
+import YAML
+
+/// Backups, restore drills and restores of the PostgreSQL databases in
+/// `spec.backups.postgres`, with PostgreSQL's own tools (`pg_dump -Fc`, `pg_dumpall
+/// --globals-only`, `pg_restore`) of the server's major version, and libpq for the snapshot the
+/// row counts and the dump share. One job at a time per node (a lock file).
+public struct PostgresBackups: Sendable {
+    public let spec: PostgresBackup
+    /// The namespace of `spec.release` (from `spec.helmReleases`).
+    public let releaseNamespace: String?
+    let host: Host
+    let cluster: ClusterAccess?
+    let log: @Sendable (String) -> Void
+
+    public init(spec: PostgresBackup, releaseNamespace: String?, host: Host, cluster: ClusterAccess?,
+                log: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.spec = spec
+        self.releaseNamespace = releaseNamespace
+        self.host = host
+        self.cluster = cluster
+        self.log = log
+    }
+
+    public init?(platform: Platform, host: Host, cluster: ClusterAccess?, log: @escaping @Sendable (String) -> Void = { _ in }) {
+        guard let spec = platform.spec.backups?.postgres else { return nil }
+        let namespace = spec.release.flatMap { r in platform.spec.helmReleases?.first { $0.name == r }?.namespace.value }
+        self.init(spec: spec, releaseNamespace: namespace, host: host, cluster: cluster, log: log)
+    }
+
+    public var store: BackupStore { BackupStore(directory: spec.directory.value, files: host.files) }
+    static let stateDirectory = "/var/lib/nodeagent/backups"
+
+    func hostPath(_ path: String) -> String { (host.files as? RootedFileSystem)?.hostPath(path) ?? path }
+
+    // MARK: - Where the database is
+
+    /// The server: `connection`, or the release's Service and the password in its Secret
+    /// (the Bitnami chart's: a Service labelled `app.kubernetes.io/instance=RELEASE` that is
+    /// not headless, key `postgres-password`, user `postgres`).
+    public func target() async throws -> PostgresTarget {
+        if let c = spec.connection {
+            let password = try c.passwordFile.map { file -> String in
+                guard let text = try SecretSource.files(host.files).read(file, for: "backups.postgres.connection.passwordFile") else { return "" }
+                return text
+            }
+            return PostgresTarget(host: c.host.text, port: Int(c.port.value), user: c.user, password: password, sslmode: c.sslmode.rawValue,
+                                  origin: "\(c.host.text):\(c.port.value)")
+        }
+        guard let release = spec.release?.value, let namespace = releaseNamespace, let cluster else {
+            throw ReconcileError(.failed, reason: "NoDatabase", "backups.postgres.release names no declared Helm release")
+        }
+        do {
+            let api = try cluster.api()
+            let selector = "app.kubernetes.io/instance=\(release)"
+            let services = try await api.list(ResourceRef(plural: "services", namespace: namespace), labelSelector: selector)
+            let candidates = services.filter { ($0["spec"]?["clusterIP"]?.string ?? "None") != "None" }
+            guard let service = candidates.first(where: { $0["metadata"]?["labels"]?["app.kubernetes.io/component"]?.string == "primary" }) ?? candidates.first,
+                  let ip = service["spec"]?["clusterIP"]?.string else {
+                throw ReconcileError(.waiting, reason: "NoDatabase", "no Service of release \(release) in namespace \(namespace) (yet)")
+            }
+            let ports = service["spec"]?["ports"]?.array ?? []
+            let port = (ports.first { $0["name"]?.string == "tcp-postgresql" } ?? ports.first)?["port"]?.int ?? 5432
+            let secrets = try await api.list(ResourceRef(plural: "secrets", namespace: namespace), labelSelector: selector)
+            let password = secrets.lazy.compactMap { KubeViews.secretData($0)["postgres-password"] }.first
+            guard let password else {
+                throw ReconcileError(.waiting, reason: "NoDatabase", "no Secret of release \(release) holds postgres-password (yet)")
+            }
+            let name = service["metadata"]?["name"]?.string ?? "?"
+            return PostgresTarget(host: ip, port: port, user: "postgres", password: String(decoding: password, as: UTF8.self), sslmode: "prefer",
+                                  origin: "release \(release) (Service \(namespace)/\(name) \(ip):\(port))")
+        } catch {
+            throw ReconcileError.kube(error, doing: "finding the database of release \(release)")
+        }
+    }
+
+    // MARK: - Backup
+
+    /// Dumps every database (or `only`), then the roles, rotates, and records the results.
+    /// - Returns: each database's result.
+    public func backup(only: [String]? = nil) async throws -> [String: BackupState.Result] {
+        let lock = try BackupLock(files: host.files)
+        defer { lock.release() }
+        var state = BackupState.load(host.files)
+        state.lastBackupRun = host.clock.now()
+        var results: [String: BackupState.Result] = [:]
+        let databases = only ?? spec.databases.map(\.value)
+        var target: PostgresTarget?
+        var targetError: (reason: String, message: String)?
+        do {
+            target = try await self.target()
+        } catch let error as ReconcileError {
+            targetError = (error.reason, error.message)
+        }
+        for database in databases {
+            let started = host.clock.now()
+            let result: BackupState.Result
+            do {
+                guard let target else { throw PostgresError(reason: targetError!.reason, message: targetError!.message) }
+                let manifest = try await dump(database, target: target)
+                let rotated = try store.rotate(database, keep: spec.keep)
+                if !rotated.isEmpty { log("backup \(database): rotated out \(rotated.joined(separator: ", "))") }
+                result = BackupState.Result(at: started, ok: true, reason: "Succeeded",
+                                            message: "\(manifest.file): \(manifest.size) bytes, \(manifest.tables.count) tables",
+                                            durationSeconds: manifest.durationSeconds, sizeBytes: manifest.size)
+                log("backup \(database): \(result.message) in \(manifest.durationSeconds) s")
+            } catch {
+                let (reason, message) = Self.describe(error)
+                result = BackupState.Result(at: started, ok: false, reason: reason, message: message,
+                                            durationSeconds: Double(host.clock.now().millisecondsSinceEpoch - started.millisecondsSinceEpoch) / 1000)
+                state.failures["backup/\(reason)", default: 0] += 1
+                log("backup \(database) failed (\(reason)): \(message); earlier dumps are kept")
+            }
+            results[database] = result
+            state.databases[database] = BackupState.merge(result, into: state.databases[database])
+        }
+        if let target, results.values.contains(where: \.ok) {
+            do {
+                try await dumpGlobals(target)
+            } catch {
+                let (reason, message) = Self.describe(error)
+                state.failures["globals/\(reason)", default: 0] += 1
+                log("roles (pg_dumpall --globals-only) failed: \(message)")
+            }
+        }
+        try state.save(host.files)
+        return results
+    }
+
+    /// One database: a snapshot in a repeatable-read transaction, the exact row count of every
+    /// table in it, `pg_dump --snapshot` of the same snapshot into a partial file, fsync,
+    /// checksum, rename, then the manifest. Removes what an interrupted run left first.
+    func dump(_ database: String, target: PostgresTarget) async throws -> BackupManifest {
+        let folder = store.folder(database)
+        try host.files.makeDirectory(spec.directory.value, mode: 0o700)
+        try host.files.makeDirectory(folder, mode: 0o700)
+        let leftovers = try store.removeLeftovers(database)
+        if !leftovers.isEmpty { log("backup \(database): removed what an interrupted run left: \(leftovers.joined(separator: ", "))") }
+        let started = host.clock.now()
+        let session = try await Offload.run { try PostgresSession(target, database: database) }
+        let (snapshot, version, major, tables) = try await Offload.run { () throws -> (String, String, Int, [BackupManifest.Table]) in
+            try session.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            let snapshot = try session.query("SELECT pg_export_snapshot()").first?.first ?? nil
+            let version = try session.query("SHOW server_version").first?.first ?? nil
+            let number = Int((try session.query("SHOW server_version_num").first?.first ?? nil) ?? "") ?? 0
+            return (snapshot ?? "", version ?? "?", number / 10000, try Self.countRows(session))
+        }
+        let tools = try await PostgresTools.find(serverMajor: major, commands: host.commands)
+        let name = "\(database)-\(BackupStore.stamp(started)).dump"
+        let partial = "\(folder)/.partial-\(name)"
+        try await withPassfile(target) { env in
+            try await run(Command(tools.pgDump, ["--format=custom", "--no-password", "--snapshot=\(snapshot)", "--file=\(hostPath(partial))",
+                                                 "--dbname=\(Self.conninfo(target, database: database))"],
+                                  environment: env, timeout: .seconds(6 * 3600)), reason: "DumpFailed", what: "pg_dump of \(database)")
+        }
+        _ = try? await Offload.run { try session.query("COMMIT") }
+        FaultInjection.crashIfRequested(at: "backup-dumped")
+        try Self.fsync(hostPath(partial))
+        let sha = try await Offload.run { try K3sBinary.sha256(hostPath(partial)) ?? "" }
+        let size = Self.size(hostPath(partial))
+        guard rename(hostPath(partial), hostPath("\(folder)/\(name)")) == 0 else {
+            throw FileSystemError(operation: "rename", path: hostPath(partial), errno: errno)
+        }
+        K3sBinary.syncDirectory(of: hostPath("\(folder)/\(name)"))
+        let manifest = BackupManifest(database: database, file: name, size: size, sha256: sha, startedAt: started, finishedAt: host.clock.now(),
+                                      serverVersion: version, pgDumpVersion: tools.version, tables: tables)
+        try host.files.write("\(folder)/\(String(name.dropLast(".dump".count))).json",
+                             Array((manifest.json.jsonText + "\n").utf8), mode: 0o600)
+        return manifest
+    }
+
+    func dumpGlobals(_ target: PostgresTarget) async throws {
+        let session = try await Offload.run { try PostgresSession(target, database: "postgres") }
+        let number = try await Offload.run { Int((try session.query("SHOW server_version_num").first?.first ?? nil) ?? "") ?? 0 }
+        let tools = try await PostgresTools.find(serverMajor: number / 10000, commands: host.commands)
+        let folder = "\(spec.directory.value)/globals"
+        try host.files.makeDirectory(folder, mode: 0o700)
+        let name = "globals-\(BackupStore.stamp(host.clock.now())).sql"
+        let partial = "\(folder)/.partial-\(name)"
+        try await withPassfile(target) { env in
+            try await run(Command(tools.pgDumpall, ["--globals-only", "--no-password", "--file=\(hostPath(partial))",
+                                                    "--dbname=\(Self.conninfo(target, database: "postgres"))"],
+                                  environment: env, timeout: .seconds(600)), reason: "GlobalsFailed", what: "pg_dumpall --globals-only")
+        }
+        try Self.fsync(hostPath(partial))
+        guard rename(hostPath(partial), hostPath("\(folder)/\(name)")) == 0 else {
+            throw FileSystemError(operation: "rename", path: hostPath(partial), errno: errno)
+        }
+        try store.rotateGlobals(keep: spec.keep)
+    }
+
+    // MARK: - Drill and restore
+
+    /// Restores the newest dump of each database into a scratch database on the same server:
+    /// checksum first, then `pg_restore`, then every table's row count against the manifest;
+    /// the scratch database is dropped whatever happens.
+    public func drill() async throws -> BackupState.Result {
+        let lock = try BackupLock(files: host.files)
+        defer { lock.release() }
+        var state = BackupState.load(host.files)
+        let started = host.clock.now()
+        state.lastDrillRun = started
+        var failures: [(String, String)] = []
+        var verified: [String] = []
+        do {
+            let target = try await self.target()
+            for database in spec.databases.map(\.value) {
+                do {
+                    guard let newest = try store.list(database).last else {
+                        throw PostgresError(reason: "NoBackup", message: "\(database): no complete dump to restore")
+                    }
+                    let scratch = "nodeagent_drill_\(database)"
+                    let counted: Result<[BackupManifest.Table], any Error>
+                    do {
+                        try await restore(newest, into: scratch, target: target, replace: true)
+                        counted = .success(try await Offload.run { () throws -> [BackupManifest.Table] in
+                            try Self.countRows(try PostgresSession(target, database: scratch))
+                        })
+                    } catch {
+                        counted = .failure(error)
+                    }
+                    // The scratch database goes whatever happened (the session above is closed).
+                    do {
+                        try await dropDatabase(scratch, target: target)
+                    } catch {
+                        log("restore drill: could not drop \(scratch): \(error)")
+                    }
+                    try Self.compare(newest.manifest, try counted.get())
+                    verified.append("\(database) (\(newest.manifest.file), \(newest.manifest.tables.count) tables)")
+                } catch {
+                    let (reason, message) = Self.describe(error)
+                    failures.append((reason, message))
+                }
+            }
+        } catch {
+            failures.append(Self.describe(error))
+        }
+        let duration = Double(host.clock.now().millisecondsSinceEpoch - started.millisecondsSinceEpoch) / 1000
+        let result = failures.isEmpty
+            ? BackupState.Result(at: started, ok: true, reason: "Verified", message: "restored and verified: \(verified.joined(separator: ", "))",
+                                 durationSeconds: duration)
+            : BackupState.Result(at: started, ok: false, reason: failures[0].0, message: failures.map(\.1).joined(separator: "; "),
+                                 durationSeconds: duration)
+        if !result.ok { state.failures["drill/\(result.reason)", default: 0] += 1 }
+        state.drill = BackupState.merge(result, into: state.drill)
+        try state.save(host.files)
+        log("restore drill: \(result.ok ? "verified" : "FAILED (\(result.reason))"): \(result.message)")
+        return result
+    }
+
+    /// `backup restore`: the dump at `path` (checked against its manifest first) into
+    /// `database`, which must not exist unless `replace`.
+    public func restore(from path: String, to database: String, replace: Bool) async throws {
+        let lock = try BackupLock(files: host.files)
+        defer { lock.release() }
+        guard path.hasSuffix(".dump"), let bytes = try host.files.read(String(path.dropLast(".dump".count)) + ".json"),
+              let manifest = BackupManifest(bytes) else {
+            throw PostgresError(reason: "NoManifest", message: "\(path) has no manifest beside it (\(String(path.dropLast(".dump".count))).json): not a complete nodeagent dump")
+        }
+        try await restore(BackupStore.Entry(manifest: manifest, path: path), into: database, target: try await target(), replace: replace)
+    }
+
+    func restore(_ entry: BackupStore.Entry, into database: String, target: PostgresTarget, replace: Bool) async throws {
+        let actual = try await Offload.run { try K3sBinary.sha256(hostPath(entry.path)) }
+        guard let actual else { throw PostgresError(reason: "NoBackup", message: "\(entry.path) does not exist") }
+        guard actual == entry.manifest.sha256 else {
+            throw PostgresError(reason: "ChecksumMismatch",
+                                message: "checksum mismatch: \(entry.path) has sha256 \(actual), its manifest says \(entry.manifest.sha256); not restored")
+        }
+        let major = try await Offload.run { () throws -> Int in
+            let admin = try PostgresSession(target, database: "postgres")
+            let exists = try !admin.query("SELECT 1 FROM pg_database WHERE datname = \(PostgresSession.literal(database))").isEmpty
+            if exists {
+                guard replace else {
+                    throw PostgresError(reason: "DatabaseExists", message: "database \(database) exists; pass --force to replace it")
+                }
+                try admin.query("DROP DATABASE \(PostgresSession.identifier(database)) WITH (FORCE)")
+            }
+            try admin.query("CREATE DATABASE \(PostgresSession.identifier(database))")
+            return (Int((try admin.query("SHOW server_version_num").first?.first ?? nil) ?? "") ?? 0) / 10000
+        }
+        let tools = try await PostgresTools.find(serverMajor: major, commands: host.commands)
+        try await withPassfile(target) { env in
+            try await run(Command(tools.pgRestore, ["--exit-on-error", "--no-password", "--dbname=\(Self.conninfo(target, database: database))",
+                                                    hostPath(entry.path)],
+                                  environment: env, timeout: .seconds(6 * 3600)), reason: "RestoreFailed", what: "pg_restore into \(database)")
+        }
+    }
+
+    func dropDatabase(_ name: String, target: PostgresTarget) async throws {
+        try await Offload.run {
+            let admin = try PostgresSession(target, database: "postgres")
+            try admin.query("DROP DATABASE IF EXISTS \(PostgresSession.identifier(name)) WITH (FORCE)")
+        }
+    }
+
+    // MARK: - Helpers
+
+    static let tablesQuery = """
+        SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+        ORDER BY 1, 2
+        """
+
+    /// Every table's exact row count, in the session's snapshot.
+    static func countRows(_ session: PostgresSession) throws -> [BackupManifest.Table] {
+        try session.query(tablesQuery).map { row in
+            let schema = row[0] ?? "", name = row[1] ?? ""
+            let count = try session.query("SELECT count(*) FROM \(PostgresSession.identifier(schema)).\(PostgresSession.identifier(name))")
+            return BackupManifest.Table(schema: schema, name: name, rows: Int64(count.first?.first.flatMap { $0 } ?? "") ?? -1)
+        }
+    }
+
+    static func compare(_ manifest: BackupManifest, _ counted: [BackupManifest.Table]) throws {
+        let want = Dictionary(manifest.tables.map { ("\($0.schema).\($0.name)", $0.rows) }, uniquingKeysWith: { a, _ in a })
+        let have = Dictionary(counted.map { ("\($0.schema).\($0.name)", $0.rows) }, uniquingKeysWith: { a, _ in a })
+        var problems: [String] = []
+        for (table, rows) in want.sorted(by: { $0.key < $1.key }) where have[table] != rows {
+            problems.append(have[table].map { "\(table): \($0) rows, the manifest says \(rows)" } ?? "\(table): missing after restore")
+        }
+        for table in have.keys.sorted() where want[table] == nil { problems.append("\(table): not in the manifest") }
+        guard problems.isEmpty else {
+            throw PostgresError(reason: "RowCountMismatch", message: "\(manifest.database): restored data differs: \(problems.prefix(10).joined(separator: "; "))")
+        }
+    }
+
+    /// A libpq connection string without the password (that goes through the passfile).
+    static func conninfo(_ target: PostgresTarget, database: String) -> String {
+        func q(_ v: String) -> String { "'" + v.replacingAll("\\", with: "\\\\").replacingAll("'", with: "\\'") + "'" }
+        return "host=\(q(target.host)) port=\(target.port) user=\(q(target.user)) dbname=\(q(database)) sslmode=\(q(target.sslmode))"
+    }
+
+    /// Runs `body` with `PGPASSFILE` pointing at a 0600 file holding the password, removed after.
+    func withPassfile(_ target: PostgresTarget, _ body: ([String: String?]) async throws -> Void) async throws {
+        var env: [String: String?] = ["PGCONNECT_TIMEOUT": "10", "PGPASSWORD": nil]
+        var file: String?
+        if let password = target.password {
+            func e(_ v: String) -> String { v.replacingAll("\\", with: "\\\\").replacingAll(":", with: "\\:") }
+            let path = "\(Self.stateDirectory)/.pgpass-\(getpid())"
+            try host.files.makeDirectory(Self.stateDirectory, mode: 0o700)
+            try host.files.write(path, Array("\(e(target.host)):\(target.port):*:\(e(target.user)):\(e(password))\n".utf8), mode: 0o600)
+            env["PGPASSFILE"] = hostPath(path)
+            file = path
+        }
+        defer { if let file { try? host.files.remove(file) } }
+        try await body(env)
+    }
+
+    func run(_ command: Command, reason: String, what: String) async throws {
+        let r = try await host.commands.run(command)
+        guard r.exitCode == 0 else {
+            let detail = r.stderr.split(separator: "\n").suffix(3).joined(separator: " | ")
+            throw PostgresError(reason: reason, message: "\(what) failed: \(detail.isEmpty ? "exit \(r.exitCode.map(String.init) ?? "signal")" : detail)")
+        }
+    }
+
+    static func describe(_ error: any Error) -> (String, String) {
+        switch error {
+        case let e as PostgresError: return (e.reason, e.message)
+        case let e as ReconcileError: return (e.reason, e.message)
+        case let e as CommandError: return ("CommandFailed", "\(e)")
+        case let e as FileSystemError: return ("FileError", "\(e)")
+        default: return ("Error", "\(error)")
+        }
+    }
+
+    static func fsync(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FileSystemError(operation: "open", path: path, errno: errno) }
+        defer { close(fd) }
+        guard Glibc.fsync(fd) == 0 else { throw FileSystemError(operation: "fsync", path: path, errno: errno) }
+    }
+
+    static func size(_ path: String) -> Int64 {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int64(st.st_size) : 0
+    }
+}
+
+extension String {
+    func replacingAll(_ target: String, with replacement: String) -> String {
+        split(separator: Character(target), omittingEmptySubsequences: false).joined(separator: replacement)
+    }
+}
+
+/// The client tools of the server's major version (pg_dump cannot read a newer server):
+/// `/usr/lib/postgresql/MAJOR/bin` (Debian's layout, with the PGDG packages for newer
+/// majors), else the newest there, else `PATH` — checked with `--version`.
+struct PostgresTools: Sendable {
+    var pgDump: String
+    var pgDumpall: String
+    var pgRestore: String
+    var version: String
+
+    static func find(serverMajor: Int, commands: any CommandRunner) async throws -> PostgresTools {
+        let installed = ((try? RootedFileSystem(root: "/").list("/usr/lib/postgresql")) ?? nil ?? []).compactMap(Int.init).sorted()
+        let major = installed.first { $0 == serverMajor } ?? installed.last { $0 >= serverMajor } ?? installed.last
+        func path(_ tool: String) -> String { major.map { "/usr/lib/postgresql/\($0)/bin/\(tool)" } ?? tool }
+        let pgDump = path("pg_dump")
+        let out = try await commands.run(Command(pgDump, ["--version"], timeout: .seconds(20)))
+        let version = out.stdout.split(separator: " ").first { $0.first?.isNumber == true }.map(String.init) ?? "?"
+        let toolMajor = Int(version.split(separator: ".").first ?? "") ?? 0
+        guard out.exitCode == 0, toolMajor >= serverMajor else {
+            throw PostgresError(reason: "ToolsTooOld",
+                                message: "the PostgreSQL server is version \(serverMajor) but pg_dump is \(out.exitCode == 0 ? version : "missing"): install postgresql-client-\(serverMajor) (PGDG apt repository)")
+        }
+        return PostgresTools(pgDump: pgDump, pgDumpall: path("pg_dumpall"), pgRestore: path("pg_restore"), version: version)
+    }
+}
+
+/// One backup job at a time on this node (the daemon's scheduler and the CLI): an exclusive
+/// `flock` on `/var/lib/nodeagent/backups/lock`, released on exit however it happens.
+final class BackupLock: Sendable {
+    let fd: Int32
+
+    init(files: any FileSystem) throws {
+        try files.makeDirectory(PostgresBackups.stateDirectory, mode: 0o700)
+        let path = ((files as? RootedFileSystem)?.hostPath(PostgresBackups.stateDirectory) ?? PostgresBackups.stateDirectory) + "/lock"
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw FileSystemError(operation: "open", path: path, errno: errno) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw ReconcileError(.waiting, reason: "Busy", "another backup, drill or restore is running on this node")
+        }
+    }
+
+    func release() {
+        flock(fd, LOCK_UN)
+        close(fd)
+    }
+}
