@@ -25,6 +25,10 @@ KillMode=process
 # Hardening, as far as the job allows. It manages nftables, WireGuard, sysctl, sshd's drop-in
 # and authorized_keys, K3s's binary and config: those paths stay writable, the rest is read-only.
 ProtectSystem=strict
+# Directories it writes into that a fresh VPS lacks: made before the sandbox is set up (a
+# ReadWritePaths= entry that does not exist at start would stay read-only).
+ExecStartPre=+/usr/bin/install -d -m 0700 /var/backups/nodeagent /var/lib/nodeagent /root/.ssh
+ExecStartPre=+/usr/bin/install -d -m 0755 /etc/rancher
 # "-": paths that may not exist yet (no backups, no K3s, no SSH user keys on a fresh VPS).
 ReadWritePaths=/etc/nodeagent /var/lib/nodeagent /etc/sysctl.d /usr/local/bin /etc/systemd/system /run
 ReadWritePaths=-/var/backups/nodeagent -/etc/wireguard -/etc/ssh/sshd_config.d -/root/.ssh -/home -/etc/rancher

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TestSupport
 import KubeTestServer
@@ -88,6 +89,17 @@ final class PostgresServer: @unchecked Sendable {
     }
 }
 
+/// Runs commands for real and remembers each one.
+final class RecordingRunner: CommandRunner {
+    let commands = Mutex<[Command]>([])
+    let real = SystemCommandRunner()
+
+    func run(_ command: Command) async throws(CommandError) -> CommandResult {
+        commands.withLock { $0.append(command) }
+        return try await real.run(command)
+    }
+}
+
 @Suite("PostgreSQL backups, drills and restores against a real PostgreSQL server", .serialized)
 struct BackupTests {
     struct Node {
@@ -137,14 +149,16 @@ struct BackupTests {
         defer { node.remove() }
         try await server.loadDataset(into: "app")
 
+        var made: [String] = []
         for _ in 0..<3 {
             let r = try await node.run(["backup", "run"])
             #expect(r.exitCode == 0, "\(r.stdout)\(r.stderr)")
             #expect(r.stdout.hasPrefix("app: ok: app-"), "\(r.stdout)")
+            made.append(String(r.stdout.dropFirst("app: ok: ".count).prefix { $0 != ":" }))
         }
-        // keep: 2 — the oldest of three went; the roles were dumped too.
+        // keep: 2 — the oldest of three went, the newest two stayed; the roles were dumped too.
         let dumps = try await node.list()
-        #expect(dumps.count == 2)
+        #expect(dumps.compactMap { $0["path"]?.string?.split(separator: "/").last.map(String.init) } == Array(made.suffix(2)), "\(made)")
         let newest = try #require(dumps.last)
         let tables = newest["tables"]?.array ?? []
         #expect(tables.contains { $0["name"]?.string == "kinds" && $0["rows"]?.int == 300 })
@@ -185,6 +199,19 @@ struct BackupTests {
         #expect(try await server.sql("SELECT count(*) FROM pg_database WHERE datname LIKE 'nodeagent_drill%'") == "0")
         #expect(node.backupState.drill?.ok == true)
 
+        // A manifest whose row count disagrees with the restored data: RowCountMismatch, and the
+        // scratch database (restored this time) is dropped all the same.
+        let manifestPath = node.root + String(path.dropLast(".dump".count)) + ".json"
+        let manifest = try String(contentsOfFile: manifestPath, encoding: .utf8)
+        try manifest.replacingOccurrences(of: #""name":"kinds","rows":300"#, with: #""name":"kinds","rows":299"#)
+            .write(toFile: manifestPath, atomically: true, encoding: .utf8)
+        let mismatch = try await node.run(["backup", "drill"])
+        #expect(mismatch.exitCode == 1)
+        #expect(mismatch.stdout.contains("drill: FAILED RowCountMismatch: app: restored data differs: public.kinds: 300 rows, the manifest says 299"),
+                "\(mismatch.stdout)")
+        #expect(try await server.sql("SELECT count(*) FROM pg_database WHERE datname LIKE 'nodeagent_drill%'") == "0")
+        try manifest.write(toFile: manifestPath, atomically: true, encoding: .utf8)
+
         // One flipped byte in the newest dump: the drill fails on the checksum, before restoring.
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: node.root + path)))
         bytes[bytes.count / 2] ^= 0x01
@@ -194,7 +221,7 @@ struct BackupTests {
         #expect(broken.stdout.contains("drill: FAILED ChecksumMismatch: checksum mismatch"), "\(broken.stdout)")
         let state = node.backupState
         #expect(state.drill?.ok == false && state.drill?.reason == "ChecksumMismatch")
-        #expect(state.failures["drill/ChecksumMismatch"] == 1)
+        #expect(state.failures["drill/ChecksumMismatch"] == 1 && state.failures["drill/RowCountMismatch"] == 1)
         #expect(BackupsReconciler.condition(try DesiredStateLoader.load(path: node.state).spec.backups!.postgres!, state,
                                             now: Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))).reason == "DrillFailed")
         #expect(try await server.sql("SELECT count(*) FROM pg_database WHERE datname LIKE 'nodeagent_drill%'") == "0")
@@ -313,6 +340,29 @@ struct BackupTests {
             status = (try? await SystemCommandRunner().run(Command("curl", ["-s", "http://127.0.0.1:\(port)/status"])))?.stdout ?? ""
         }
         #expect(status.contains("drill verified at"), "\(status)")
+        await server.stop()
+    }
+
+    /// The password reaches the client tools through a 0600 passfile, never their arguments;
+    /// the passfile is gone afterwards.
+    @Test func thePasswordIsNeverOnACommandLine() async throws {
+        let server = try await PostgresServer()
+        let node = try Node(server: server)
+        defer { node.remove() }
+        try await server.sql("CREATE DATABASE app")
+        let recorder = RecordingRunner()
+        let host = Reconcilers.Host(files: RootedFileSystem(root: node.root), commands: recorder, services: ProcessSupervisor(root: node.root),
+                                    clock: SystemWallClock())
+        let backups = try #require(PostgresBackups(platform: try DesiredStateLoader.load(path: node.state), host: host, cluster: nil))
+        #expect(try await backups.backup()["app"]?.ok == true)
+        #expect(try await backups.drill().ok)
+        let commands = recorder.commands.withLock { $0 }
+        #expect(commands.contains { $0.executable.hasSuffix("/pg_dump") } && commands.contains { $0.executable.hasSuffix("/pg_restore") })
+        #expect(!commands.contains { ($0.arguments + [$0.executable]).joined(separator: " ").contains(server.password) })
+        let dumps = commands.filter { $0.executable.hasSuffix("/pg_dump") && $0.arguments.contains("--format=custom") }
+        #expect(dumps.count == 1 && dumps.allSatisfy { $0.environment["PGPASSFILE"] != nil })
+        #expect(try RootedFileSystem(root: node.root).list("/var/lib/nodeagent/backups")?.contains { $0.hasPrefix(".pgpass") } == false)
+        #expect(!(try String(contentsOfFile: node.root + BackupState.path, encoding: .utf8)).contains(server.password))
         await server.stop()
     }
 }

@@ -148,6 +148,10 @@ struct CronScheduleTests {
         #expect(cron("0 0 29 2 *").next(after: t("2026-03-01T00:00:00Z")) == t("2028-02-29T00:00:00Z"), "leap day")
         #expect(cron("30 12 1 * mon").next(after: t("2026-11-26T00:00:00Z")) == t("2026-11-30T12:30:00Z"), "either day matches")
         #expect(cron("0 0 31 dec *").previous(atOrBefore: t("2026-06-01T00:00:00Z")) == t("2025-12-31T00:00:00Z"))
+        // A stepped day field ("*/2") is not "any day": both fields must match, as in Vixie cron.
+        #expect(cron("0 3 */2 * mon").next(after: t("2026-11-26T00:00:00Z")) == t("2026-12-07T03:00:00Z"), "a Monday on an odd date")
+        #expect(cron("0 3 1-7 * */2").next(after: t("2026-11-26T00:00:00Z")) == t("2026-12-01T03:00:00Z"), "Tuesday 1 December: weekday 2")
+        #expect(cron("0 3 1-7 * */2").next(after: t("2026-12-01T03:00:00Z")) == t("2026-12-03T03:00:00Z"), "not Wednesday the 2nd")
     }
 
     @Test func aRunMissedWhileDownIsCaughtUpOnce() {
@@ -157,6 +161,7 @@ struct CronScheduleTests {
         // Down from before Tuesday's 03:00 until Thursday: one catch-up run, not two.
         #expect(BackupSchedule.isDue(daily, lastRun: t("2026-11-24T03:00:05Z"), now: t("2026-11-26T10:00:00Z")))
         #expect(!BackupSchedule.isDue(daily, lastRun: t("2026-11-26T10:00:01Z"), now: t("2026-11-26T10:05:00Z")))
+        #expect(BackupSchedule.isDue(daily, lastRun: t("2027-01-01T00:00:00Z"), now: t("2026-11-26T10:05:00Z")), "a run stamped in the future is stale")
         #expect(BackupSchedule.wake([daily, cron("0 4 * * 0")], now: t("2026-11-26T10:00:00Z"), cap: TimeSpan(milliseconds: 60_000))
                 == t("2026-11-26T10:01:00Z"))
         #expect(BackupSchedule.wake([cron("*/15 * * * *")], now: t("2026-11-26T10:14:30Z"), cap: TimeSpan(milliseconds: 3_600_000))

@@ -22,6 +22,9 @@ struct BackupScheduler: Service {
     }
 
     func schedule() async {
+        // The last starts as this process saw them: if the state file cannot be written (a full
+        // disk), a failing job is still not repeated every minute.
+        var lastBackup: Timestamp?, lastDrill: Timestamp?
         while !Task.isCancelled {
             guard loop.platform() != nil else {
                 // Before the first pass has a desired state.
@@ -36,7 +39,8 @@ struct BackupScheduler: Service {
                 let spec = backups.spec
                 schedules.append(spec.schedule)
                 var state = BackupState.load(host.files)
-                if BackupSchedule.isDue(spec.schedule, lastRun: state.lastBackupRun, now: now) {
+                if BackupSchedule.isDue(spec.schedule, lastRun: [state.lastBackupRun, lastBackup].compactMap { $0 }.max(), now: now) {
+                    lastBackup = now
                     logger.info("backup: starting", metadata: ["schedule": "\(spec.schedule)"])
                     do {
                         _ = try await backups.backup()
@@ -48,9 +52,11 @@ struct BackupScheduler: Service {
                 }
                 if let drill = spec.restoreDrill, drill.enabled {
                     schedules.append(drill.schedule)
-                    // A drill needs a dump: before the first one exists it waits.
-                    if state.databases.values.contains(where: \.ok),
-                       BackupSchedule.isDue(drill.schedule, lastRun: state.lastDrillRun, now: host.clock.now()) {
+                    // A drill needs a good dump: before the first one exists it waits.
+                    let drillNow = host.clock.now()
+                    if state.databases.values.contains(where: { $0.lastSuccess != nil }),
+                       BackupSchedule.isDue(drill.schedule, lastRun: [state.lastDrillRun, lastDrill].compactMap { $0 }.max(), now: drillNow) {
+                        lastDrill = drillNow
                         do {
                             _ = try await backups.drill()
                         } catch {

@@ -92,7 +92,8 @@ extension BackupState.Result {
 /// (not once per missed run), and a job that never ran runs at once.
 public enum BackupSchedule {
     public static func isDue(_ schedule: CronSchedule, lastRun: Timestamp?, now: Timestamp) -> Bool {
-        guard let lastRun else { return true }
+        // Never ran, or "ran in the future" (a clock that was wrong then): run.
+        guard let lastRun, lastRun <= now.adding(TimeSpan(milliseconds: 60_000)) else { return true }
         guard let scheduled = schedule.previous(atOrBefore: now) else { return false }
         return lastRun < scheduled
     }

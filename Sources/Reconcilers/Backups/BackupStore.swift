@@ -108,12 +108,13 @@ public struct BackupStore: Sendable {
 
     /// Keeps the newest `keep` complete dumps and deletes the rest (manifest first, so a crash
     /// in between leaves a leftover dump, never a listed dump without its file).
-    /// Only called after a successful dump, so the newest is always good and always kept.
-    func rotate(_ database: String, keep: Int) throws -> [String] {
-        let entries = try list(database)
-        guard entries.count > keep, keep >= 1 else { return [] }
+    /// Only called after a successful dump, which is never deleted (`protect`), whatever the
+    /// clock said when older dumps were stamped.
+    func rotate(_ database: String, keep: Int, protect: String) throws -> [String] {
+        let entries = try list(database).filter { $0.manifest.file != protect }
+        guard entries.count > keep - 1, keep >= 1 else { return [] }
         var removed: [String] = []
-        for entry in entries.dropLast(keep) {
+        for entry in entries.dropLast(keep - 1) {
             let base = String(entry.manifest.file.dropLast(".dump".count))
             try files.remove("\(folder(database))/\(base).json")
             try files.remove(entry.path)

@@ -84,8 +84,10 @@ public struct PostgresBackups: Sendable {
     public func backup(only: [String]? = nil) async throws -> [String: BackupState.Result] {
         let lock = try BackupLock(files: host.files)
         defer { lock.release() }
+        try removeStalePassfiles()
         var state = BackupState.load(host.files)
-        state.lastBackupRun = host.clock.now()
+        // Only a run of every database counts as the scheduled run.
+        if only == nil { state.lastBackupRun = host.clock.now() }
         var results: [String: BackupState.Result] = [:]
         let databases = only ?? spec.databases.map(\.value)
         var target: PostgresTarget?
@@ -101,7 +103,7 @@ public struct PostgresBackups: Sendable {
             do {
                 guard let target else { throw PostgresError(reason: targetError!.reason, message: targetError!.message) }
                 let manifest = try await dump(database, target: target)
-                let rotated = try store.rotate(database, keep: spec.keep)
+                let rotated = try store.rotate(database, keep: spec.keep, protect: manifest.file)
                 if !rotated.isEmpty { log("backup \(database): rotated out \(rotated.joined(separator: ", "))") }
                 result = BackupState.Result(at: started, ok: true, reason: "Succeeded",
                                             message: "\(manifest.file): \(manifest.size) bytes, \(manifest.tables.count) tables",
@@ -152,7 +154,10 @@ public struct PostgresBackups: Sendable {
         let name = "\(database)-\(BackupStore.stamp(started)).dump"
         let partial = "\(folder)/.partial-\(name)"
         try await withPassfile(target) { env in
-            try await run(Command(tools.pgDump, ["--format=custom", "--no-password", "--snapshot=\(snapshot)", "--file=\(hostPath(partial))",
+            // --lock-wait-timeout: a schema change queued behind the row counts' locks must not
+            // deadlock pg_dump against this session (PostgreSQL cannot see that wait).
+            try await run(Command(tools.pgDump, ["--format=custom", "--no-password", "--snapshot=\(snapshot)", "--lock-wait-timeout=300s",
+                                                 "--file=\(hostPath(partial))",
                                                  "--dbname=\(Self.conninfo(target, database: database))"],
                                   environment: env, timeout: .seconds(6 * 3600)), reason: "DumpFailed", what: "pg_dump of \(database)")
         }
@@ -200,6 +205,7 @@ public struct PostgresBackups: Sendable {
     public func drill() async throws -> BackupState.Result {
         let lock = try BackupLock(files: host.files)
         defer { lock.release() }
+        try removeStalePassfiles()
         var state = BackupState.load(host.files)
         let started = host.clock.now()
         state.lastDrillRun = started
@@ -212,7 +218,7 @@ public struct PostgresBackups: Sendable {
                     guard let newest = try store.list(database).last else {
                         throw PostgresError(reason: "NoBackup", message: "\(database): no complete dump to restore")
                     }
-                    let scratch = "nodeagent_drill_\(database)"
+                    let scratch = Self.scratchName(database)
                     let counted: Result<[BackupManifest.Table], any Error>
                     do {
                         try await restore(newest, into: scratch, target: target, replace: true)
@@ -222,11 +228,12 @@ public struct PostgresBackups: Sendable {
                     } catch {
                         counted = .failure(error)
                     }
-                    // The scratch database goes whatever happened (the session above is closed).
+                    // The scratch database goes whatever happened (the session above is closed);
+                    // one left behind is a copy of production data: the drill fails.
                     do {
                         try await dropDatabase(scratch, target: target)
                     } catch {
-                        log("restore drill: could not drop \(scratch): \(error)")
+                        throw PostgresError(reason: "ScratchNotDropped", message: "\(database): the scratch database \(scratch) could not be dropped: \(error); drop it by hand")
                     }
                     try Self.compare(newest.manifest, try counted.get())
                     verified.append("\(database) (\(newest.manifest.file), \(newest.manifest.tables.count) tables)")
@@ -256,6 +263,7 @@ public struct PostgresBackups: Sendable {
     public func restore(from path: String, to database: String, replace: Bool) async throws {
         let lock = try BackupLock(files: host.files)
         defer { lock.release() }
+        try removeStalePassfiles()
         guard path.hasSuffix(".dump"), let bytes = try host.files.read(String(path.dropLast(".dump".count)) + ".json"),
               let manifest = BackupManifest(bytes) else {
             throw PostgresError(reason: "NoManifest", message: "\(path) has no manifest beside it (\(String(path.dropLast(".dump".count))).json): not a complete nodeagent dump")
@@ -270,19 +278,24 @@ public struct PostgresBackups: Sendable {
             throw PostgresError(reason: "ChecksumMismatch",
                                 message: "checksum mismatch: \(entry.path) has sha256 \(actual), its manifest says \(entry.manifest.sha256); not restored")
         }
+        // The tools first: nothing is dropped unless the restore can run.
         let major = try await Offload.run { () throws -> Int in
+            let admin = try PostgresSession(target, database: "postgres")
+            return (Int((try admin.query("SHOW server_version_num").first?.first ?? nil) ?? "") ?? 0) / 10000
+        }
+        let tools = try await PostgresTools.find(serverMajor: major, commands: host.commands)
+        try await Offload.run {
             let admin = try PostgresSession(target, database: "postgres")
             let exists = try !admin.query("SELECT 1 FROM pg_database WHERE datname = \(PostgresSession.literal(database))").isEmpty
             if exists {
                 guard replace else {
                     throw PostgresError(reason: "DatabaseExists", message: "database \(database) exists; pass --force to replace it")
                 }
-                try admin.query("DROP DATABASE \(PostgresSession.identifier(database)) WITH (FORCE)")
+                try admin.query("DROP DATABASE \(PostgresSession.identifier(database))\(major >= 13 ? " WITH (FORCE)" : "")")
             }
-            try admin.query("CREATE DATABASE \(PostgresSession.identifier(database))")
-            return (Int((try admin.query("SHOW server_version_num").first?.first ?? nil) ?? "") ?? 0) / 10000
+            // template0: nothing someone added to template1 collides with the dump's objects.
+            try admin.query("CREATE DATABASE \(PostgresSession.identifier(database)) TEMPLATE template0")
         }
-        let tools = try await PostgresTools.find(serverMajor: major, commands: host.commands)
         try await withPassfile(target) { env in
             try await run(Command(tools.pgRestore, ["--exit-on-error", "--no-password", "--dbname=\(Self.conninfo(target, database: database))",
                                                     hostPath(entry.path)],
@@ -293,7 +306,22 @@ public struct PostgresBackups: Sendable {
     func dropDatabase(_ name: String, target: PostgresTarget) async throws {
         try await Offload.run {
             let admin = try PostgresSession(target, database: "postgres")
-            try admin.query("DROP DATABASE IF EXISTS \(PostgresSession.identifier(name)) WITH (FORCE)")
+            let major = (Int((try admin.query("SHOW server_version_num").first?.first ?? nil) ?? "") ?? 0) / 10000
+            try admin.query("DROP DATABASE IF EXISTS \(PostgresSession.identifier(name))\(major >= 13 ? " WITH (FORCE)" : "")")
+        }
+    }
+
+    /// `nodeagent_drill_DB`, or a digest of the name when that would pass PostgreSQL's 63 bytes.
+    static func scratchName(_ database: String) -> String {
+        let name = "nodeagent_drill_\(database)"
+        return name.utf8.count <= 63 ? name : "nodeagent_drill_" + Digest.sha256Hex(Array(database.utf8)).prefix(32)
+    }
+
+    /// A passfile a killed run left behind holds the password in clear: removed once the
+    /// lock is ours (no other run can be using it).
+    func removeStalePassfiles() throws {
+        for name in try host.files.list(Self.stateDirectory) ?? [] where name.hasPrefix(".pgpass-") {
+            try host.files.remove("\(Self.stateDirectory)/\(name)")
         }
     }
 

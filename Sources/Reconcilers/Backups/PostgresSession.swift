@@ -37,6 +37,9 @@ final class PostgresSession: @unchecked Sendable {
         var parameters: [(String, String)] = [
             ("host", target.host), ("port", String(target.port)), ("user", target.user), ("dbname", database),
             ("sslmode", target.sslmode), ("connect_timeout", "10"), ("application_name", "nodeagent"),
+            // A connection that silently dies must not block a job (and shutdown) forever.
+            ("keepalives", "1"), ("keepalives_idle", "30"), ("keepalives_interval", "10"), ("keepalives_count", "3"),
+            ("tcp_user_timeout", "60000"),
         ]
         if let password = target.password { parameters.append(("password", password)) }
         let keys = parameters.map { strdup($0.0) }, values = parameters.map { strdup($0.1) }

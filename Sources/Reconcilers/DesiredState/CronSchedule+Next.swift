@@ -1,16 +1,15 @@
 extension CronSchedule {
-    /// Whether the schedule fires on this UTC day (month, and the day-of-month / day-of-week
-    /// rule: when both are restricted, either matches).
+    /// Whether the schedule fires on this UTC day (month, and the day-of-month / day-of-week rule).
     func matches(day: Int64) -> Bool {
         let (_, month, dayOfMonth) = Timestamp.civil(fromDays: day)
         guard months.contains(Int(month)) else { return false }
         let weekday = Int(((day % 7) + 11) % 7)   // 1970-01-01 was a Thursday (4)
-        switch (anyDayOfMonth, anyDayOfWeek) {
-        case (true, true): return true
-        case (true, false): return daysOfWeek.contains(weekday)
-        case (false, true): return daysOfMonth.contains(Int(dayOfMonth))
-        case (false, false): return daysOfWeek.contains(weekday) || daysOfMonth.contains(Int(dayOfMonth))
+        // Vixie cron: if either day field starts with `*` (`*` or `*/N`), both must match;
+        // if both are restricted, either may.
+        if anyDayOfMonth || anyDayOfWeek {
+            return daysOfWeek.contains(weekday) && daysOfMonth.contains(Int(dayOfMonth))
         }
+        return daysOfWeek.contains(weekday) || daysOfMonth.contains(Int(dayOfMonth))
     }
 
     /// The first time strictly after `t` the schedule fires (whole minutes, UTC); nil if it
