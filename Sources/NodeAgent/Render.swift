@@ -15,12 +15,12 @@ struct Render: AsyncParsableCommand {
                                             valueName: "FILE"))
     var state: String?
 
-    @Option(name: .long, help: ArgumentHelp("Only the objects of these reconcilers: helm, argocd.", valueName: "NAME,..."))
+    @Option(name: .long, help: ArgumentHelp("Only the objects of these reconcilers: helm, alerting, argocd.", valueName: "NAME,..."))
     var only: String?
 
     func validate() throws {
-        for name in selection() ?? [] where !["helm", "argocd"].contains(name) {
-            throw ValidationError("--only: \"\(name)\" applies no Kubernetes objects; choose from helm, argocd")
+        for name in selection() ?? [] where !["helm", "alerting", "argocd"].contains(name) {
+            throw ValidationError("--only: \"\(name)\" applies no Kubernetes objects; choose from helm, alerting, argocd")
         }
     }
 
@@ -33,6 +33,7 @@ struct Render: AsyncParsableCommand {
         var objects: [KubeObject] = []
         let wanted = selection()
         if wanted?.contains("helm") ?? true { objects += try ClusterRender.helm(platform.spec.helmReleases ?? [], secrets: .redacted) }
+        if wanted?.contains("alerting") ?? true { objects += try ClusterRender.alerting(platform, secrets: .redacted) }
         if wanted?.contains("argocd") ?? true { objects += try ClusterRender.argocd(platform.spec.argocd, secrets: .redacted) }
         var out = "# nodeagent render: the Kubernetes objects for \(platform.name) (\(objects.count) object\(objects.count == 1 ? "" : "s"))\n"
         out += "# Secret values are not shown: each names the file on the node it is read from.\n"

@@ -44,8 +44,7 @@ public struct PassOptions: Sendable {
     }
 }
 
-/// The reconcilers this build ships, for `plan`, `apply` and the daemon. Sections without one
-/// here (alerting) are reported as not handled.
+/// The reconcilers this build ships, for `plan`, `apply` and the daemon: one for every section.
 public enum BuiltInReconcilers {
     public static func all(on host: Host, options: PassOptions = PassOptions()) -> [AnyReconciler] {
         let cluster = options.cluster(on: host)
@@ -55,6 +54,7 @@ public enum BuiltInReconcilers {
             AnyReconciler(WireGuardReconciler(host: host)),
             AnyReconciler(K3sReconciler(host: host, cluster: cluster, options: .init(log: options.log))),
             AnyReconciler(HelmReconciler(host: host, cluster: cluster)),
+            AnyReconciler(AlertingReconciler(host: host, cluster: cluster)),
             AnyReconciler(ArgoCDReconciler(host: host, cluster: cluster)),
             AnyReconciler(BackupsReconciler(host: host)),
         ]

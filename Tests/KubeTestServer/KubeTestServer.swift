@@ -85,6 +85,9 @@ public final class KubeTestServer: @unchecked Sendable {
         ResourceType(group: "apiextensions.k8s.io", version: "v1", kind: "CustomResourceDefinition",
                      plural: "customresourcedefinitions", namespaced: false),
         ResourceType(group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", namespaced: true),
+        ResourceType(group: "", version: "v1", kind: "Service", plural: "services", namespaced: true),
+        ResourceType(group: "", version: "v1", kind: "Endpoints", plural: "endpoints", namespaced: true),
+        ResourceType(group: "helm.cattle.io", version: "v1", kind: "HelmChartConfig", plural: "helmchartconfigs", namespaced: true),
     ]
 
     /// helm.cattle.io/v1 HelmChart, served once a test registers it (K3s always has it).

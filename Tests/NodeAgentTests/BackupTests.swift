@@ -111,7 +111,7 @@ struct BackupTests {
             root = Fixtures.temporaryDirectory()
             state = root + "/platform.yaml"
             try FileManager.default.createDirectory(atPath: root + "/etc/nodeagent/secrets", withIntermediateDirectories: true)
-            FileManager.default.createFile(atPath: root + "/etc/nodeagent/secrets/pg", contents: Data((server.password + "\n").utf8),
+            _ = FileManager.default.createFile(atPath: root + "/etc/nodeagent/secrets/pg", contents: Data((server.password + "\n").utf8),
                                            attributes: [.posixPermissions: 0o600])
             try """
                 apiVersion: nodeagent/v1
@@ -284,8 +284,7 @@ struct BackupTests {
                                          with: "release: postgresql")
         try text.write(toFile: node.state, atomically: true, encoding: .utf8)
         try await server.sql("CREATE DATABASE app")
-        let services = KubeTestServer.ResourceType(group: "", version: "v1", kind: "Service", plural: "services", namespaced: true)
-        kube.register(services)
+        let services = KubeTestServer.builtIn.first { $0.plural == "services" }!
         kube.put(services, namespace: "db", .object([
             "apiVersion": .string("v1"), "kind": .string("Service"),
             "metadata": .object(["name": .string("postgresql-hl"), "namespace": .string("db"),

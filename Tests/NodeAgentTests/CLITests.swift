@@ -72,12 +72,12 @@ struct CLITests {
     // These tests run the binary on this machine itself, so they select only reconcilers that
     // touch nothing here; the host reconcilers are tested inside network namespaces and temp
     // roots (HostReconcilerTests).
-    @Test func planSaysWhatThisBuildDoesNotHandle() async throws {
-        let r = try await Binary.run(["plan", "--state", Fixtures.example, "--only", "alerting"])
-        #expect(r.exitCode == 0, "\(r.stderr)")
-        #expect(r.stdout.contains("alerting: spec.alerting is declared but this build has no reconciler for it yet"))
-        #expect(r.stdout.hasSuffix("0 changes pending; not handled by this build: alerting\n"))
-        let only = try await Binary.run(["plan", "--state", Fixtures.example, "--only", "alerting", "-o", "json"])
+    @Test func planOfAClusterSectionWithoutAClusterSaysWhy() async throws {
+        let k = ["--kubeconfig", "/nonexistent/k3s.yaml"]
+        let r = try await Binary.run(["plan", "--state", Fixtures.example, "--only", "alerting"] + k)
+        #expect(r.exitCode == 1, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("alerting: Progressing: NoKubeconfig: /nonexistent/k3s.yaml does not exist yet"), "\(r.stdout)")
+        let only = try await Binary.run(["plan", "--state", Fixtures.example, "--only", "alerting", "-o", "json"] + k)
         let json = try #require(try JSONSerialization.jsonObject(with: Data(only.stdout.utf8)) as? [String: Any])
         let names = (json["reconcilers"] as? [[String: Any]])?.compactMap { $0["name"] as? String }
         #expect(names == ["alerting"])
@@ -96,12 +96,12 @@ struct CLITests {
         #expect(r.stderr.contains("unknown reconciler \"firewal\" (did you mean \"firewall\"?)"))
     }
 
-    @Test func applyConvergesOnlyWhatItHandles() async throws {
+    @Test func applyExitsOneUntilEverySelectedSectionConverged() async throws {
         let minimal = try await Binary.run(["apply", "--state", Fixtures.desiredState + "/valid/minimal.yaml"])
         #expect(minimal.exitCode == 0, "\(minimal.stderr)")
-        let unhandled = try await Binary.run(["apply", "--state", Fixtures.example, "--only", "alerting"])
-        #expect(unhandled.exitCode == 1)
-        #expect(unhandled.stderr.contains("error: not converged: alerting (not handled by this build)"))
+        let waiting = try await Binary.run(["apply", "--state", Fixtures.example, "--only", "alerting", "--kubeconfig", "/nonexistent/k3s.yaml"])
+        #expect(waiting.exitCode == 1)
+        #expect(waiting.stderr.contains("error: not converged: alerting (Progressing: NoKubeconfig:"), "\(waiting.stderr)")
     }
 
     @Test func versionPrints() async throws {

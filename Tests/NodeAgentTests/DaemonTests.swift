@@ -72,6 +72,9 @@ struct DaemonTests {
         #expect(first["converged"] == .bool(true))
         let metrics = try await lab.run(lab.admin, ["curl", "-s", "--max-time", "3", "http://10.8.0.1:9430/metrics"])
         #expect(metrics.stdout.contains("nodeagent_converged 1.0"))
+        // The facts the alerting rules need: the WireGuard interface is up (the admin peer has
+        // not shaken hands yet at this point, or has: either way no stale series).
+        #expect(metrics.stdout.contains("nodeagent_wireguard_up{interface=\"\(iface)\"} 1"), "\(metrics.stdout)")
         let lint = try await runner.run(Command("promtool", ["check", "metrics"], input: Array(metrics.stdout.utf8)))
         #expect(lint.exitCode == 0 && lint.stdout.isEmpty && lint.stderr.isEmpty, "promtool: \(lint.stdout)\(lint.stderr)")
         // `nodeagent status` renders it for a person.

@@ -25,7 +25,7 @@ struct RenderTests {
         let r = try await Binary.run(["render", "--state", Fixtures.example])
         #expect(r.exitCode == 0, "\(r.stderr)")
         let documents = r.stdout.components(separatedBy: "---\n").dropFirst()
-        #expect(documents.count == 5)
+        #expect(documents.count == 12)
         var kinds: [String] = []
         for document in documents {
             let node = try YAMLParser().parseDocument(Array(document.utf8), file: "render")
@@ -34,10 +34,12 @@ struct RenderTests {
             #expect(value["metadata"]?["labels"]?["app.kubernetes.io/managed-by"]?.string == "nodeagent")
             if value["kind"]?.string == "Secret" {
                 #expect(value["data"] == nil)
-                #expect(value["stringData"]?["values.yaml"]?.string?.contains("<redacted: the content of /etc/nodeagent/secrets/postgres-password on the node>") == true)
+                let shown = value["stringData"]?.jsonText ?? ""
+                #expect(shown.contains("<redacted: the content of /etc/nodeagent/secrets/"), "\(shown)")
             }
         }
-        #expect(kinds == ["HelmChart", "HelmChart", "Secret", "HelmChart", "Application"])
+        #expect(kinds == ["HelmChart", "HelmChart", "Secret", "HelmChart", "Secret", "HelmChartConfig", "PrometheusRule", "Service", "Endpoints",
+                          "ServiceMonitor", "ConfigMap", "Application"])
         let checked = try await validate(r.stdout)
         #expect(checked.exitCode == 0, "\(checked.stdout)\(checked.stderr)")
         #expect(checked.stdout.contains("passed for resource secret/nodeagent-values-postgresql against version 1.31"), "\(checked.stdout)")
@@ -55,15 +57,21 @@ struct RenderTests {
         let files = RootedFileSystem(root: dir)
         try files.write("/etc/nodeagent/secrets/postgres-password", Array("\(Self.secret)\n".utf8), mode: 0o600)
         try files.write("/etc/nodeagent/secrets/git-token", Array("t0ken\n".utf8), mode: 0o600)
+        try files.write("/etc/nodeagent/secrets/smtp-password", Array("smtp-pw\n".utf8), mode: 0o600)
         var platform = try DesiredStateLoader.load(path: Fixtures.example)
         platform.spec.argocd?.appOfApps?.username = "deploy"
         platform.spec.argocd?.appOfApps?.passwordFile = try AbsolutePath(parsing: "/etc/nodeagent/secrets/git-token")
         let objects = try ClusterRender.all(platform, secrets: .files(files))
-        #expect(objects.filter(\.isSecret).count == 2)
+        #expect(objects.filter(\.isSecret).count == 3)
+        // The SMTP password goes into the Secret without the file's final newline (Alertmanager reads it as it is).
+        #expect(objects.first { $0.ref.name == "nodeagent-alertmanager-smtp" }.map { KubeViews.secretData($0.body)["password"] } == Array("smtp-pw".utf8))
         let yaml = objects.map { "---\n" + $0.stamped.yamlText }.joined()
         let checked = try await validate(yaml)
         #expect(checked.exitCode == 0, "\(checked.stdout)\(checked.stderr)")
         #expect(checked.stdout.contains("passed for resource secret/nodeagent-repo-root"), "\(checked.stdout)")
+        for core in ["service/nodeagent", "endpoints/nodeagent", "configmap/nodeagent-dashboard", "secret/nodeagent-alertmanager-smtp"] {
+            #expect(checked.stdout.contains("passed for resource \(core)"), "\(core): \(checked.stdout)")
+        }
         let broken = try await validate(yaml.replacingOccurrences(of: "type: Opaque", with: "type: Opaque\nsurprise: true"))
         #expect(broken.exitCode == 1)
     }

@@ -89,4 +89,23 @@ final class AgentMetrics: Sendable {
                                labels: [("job", parts.first ?? key), ("reason", parts.count > 1 ? parts[1] : "")]).set(to: Double(count))
         }
     }
+
+    func wireguard(interface: String, up: Bool, handshakes: [(peer: String, at: Double)]) {
+        registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "wireguard_up", unitName: "",
+                                             helpText: "1 when the WireGuard interface exists and is up."),
+                           labels: [("interface", interface)]).set(to: up ? 1 : 0)
+        for h in handshakes {
+            registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "wireguard_peer_last_handshake", unitName: "timestamp_seconds",
+                                                 helpText: "When the peer last completed a handshake."),
+                               labels: [("interface", interface), ("peer", h.peer)]).set(to: h.at)
+        }
+    }
+
+    func k3sCertificates(_ expiries: [(file: String, at: Double)]) {
+        for e in expiries {
+            registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "k3s_certificate_expiry", unitName: "timestamp_seconds",
+                                                 helpText: "When a K3s certificate (/var/lib/rancher/k3s/server/tls) expires."),
+                               labels: [("file", e.file)]).set(to: e.at)
+        }
+    }
 }

@@ -164,6 +164,7 @@ final class ReconcileLoop: Service, Sendable {
         }
         await status.finishPass(entries, converged: converged)
         metrics.passFinished(entries, converged: converged, at: Double(host.clock.now().millisecondsSinceEpoch) / 1000)
+        await HostFacts.record(platform, host: host, metrics: metrics)
         logger.info("pass", metadata: ["converged": "\(converged)", "revision": "\(revision?.commit.prefix(12) ?? "last applied")"])
         if let revision, converged {
             do {
@@ -177,11 +178,11 @@ final class ReconcileLoop: Service, Sendable {
         }
     }
 
-    /// The address the status server binds: `spec.status.listen` of the desired state the
-    /// first pass worked on, else loopback. (A changed address takes a restart.)
     /// The desired state the loop converges now (nil before the first valid one).
     func platform() -> Platform? { current.withLock { $0 } }
 
+    /// The address the status server binds: `spec.status.listen` of the desired state the
+    /// first pass worked on, else loopback. (A changed address takes a restart.)
     func listenAddress(override: String?) -> (host: String, port: Int) {
         if let override, let hp = try? HostPort(parsing: override) { return (hp.host, Int(hp.port.value)) }
         if let listen = current.withLock({ $0 })?.spec.status?.listen { return (listen.host, Int(listen.port.value)) }

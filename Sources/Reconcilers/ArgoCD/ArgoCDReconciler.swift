@@ -26,9 +26,6 @@ public struct ArgoCDReconciler: Reconciler {
         [.kubernetesObject("applications and secrets labelled \(KubeObject.ownerLabel)=argocd")]
     }
 
-    static let crd = ResourceRef(group: "apiextensions.k8s.io", version: "v1", plural: "customresourcedefinitions",
-                                 name: "applications.argoproj.io")
-
     let host: Host
     let cluster: ClusterAccess
 
@@ -66,9 +63,7 @@ public struct ArgoCDReconciler: Reconciler {
                 throw ReconcileError(health.status == .failed ? .failed : .waiting, reason: "WaitingForArgoCD",
                                      "the Argo CD release is not healthy yet: \(health.message)")
             }
-            let crd = try await api.getIfPresent(Self.crd)
-            let established = crd.flatMap { ReleaseHealth.condition($0, "Established") }?["status"]?.string == "True"
-            guard established else {
+            guard try await api.isEstablished(crd: "applications.argoproj.io") else {
                 throw ReconcileError(.waiting, reason: "CRDNotEstablished",
                                      "waiting for the CRD applications.argoproj.io to be established (Argo CD installs it)")
             }

@@ -59,3 +59,12 @@ extension ReconcileError {
         return ReconcileError(.waiting, reason: "APIUnreachable", "\(what): \(error)")
     }
 }
+
+extension KubeAPI {
+    /// Whether the CRD (`applications.argoproj.io`) exists with condition `Established=True`:
+    /// only then does the API serve its kind.
+    func isEstablished(crd name: String) async throws -> Bool {
+        let crd = try await getIfPresent(ResourceRef(group: "apiextensions.k8s.io", version: "v1", plural: "customresourcedefinitions", name: name))
+        return crd?["status"]?["conditions"]?.array?.contains { $0["type"]?.string == "Established" && $0["status"]?.string == "True" } ?? false
+    }
+}

@@ -1,0 +1,176 @@
+public import YAML
+
+/// The monitoring configuration nodeagent generates for a single K3s node: Alertmanager's
+/// email routing, the kube-prometheus-stack values that keep it quiet on K3s, and nodeagent's
+/// own alerting rules.
+public enum AlertingConfig {
+    /// The Secret holding the SMTP password, mounted into Alertmanager by the chart
+    /// (`alertmanagerSpec.secrets`) at `/etc/alertmanager/secrets/NAME/KEY`.
+    public static let secretName = "nodeagent-alertmanager-smtp"
+    public static let mountedPasswordPath = "/etc/alertmanager/secrets/\(secretName)/password"
+    /// The synthetic alert `nodeagent alerts test` sends.
+    public static let testAlertName = "NodeagentTestAlert"
+
+    // MARK: - Alertmanager
+
+    /// Alertmanager's configuration: one email receiver (the password read from a file,
+    /// never inline), grouping by alert, critical alerts repeated hourly and others every 12 h,
+    /// warnings and infos inhibited by a critical of the same alert, the Watchdog and
+    /// InfoInhibitor heartbeats of the chart sent nowhere, and the test alert delivered at once.
+    public static func alertmanager(_ email: AlertingSpec.Email?, passwordPath: String = mountedPasswordPath) -> JSONValue {
+        var global: [JSONValue.Member] = [.init("resolve_timeout", .string("5m"))]
+        var routes: [JSONValue] = [
+            .object(["matchers": .array([.string("alertname = \"Watchdog\"")]), "receiver": .string("null")]),
+            .object(["matchers": .array([.string("alertname = \"InfoInhibitor\"")]), "receiver": .string("null")]),
+        ]
+        var receivers: [JSONValue] = [.object(["name": .string("null")])]
+        if let email {
+            global += [
+                .init("smtp_smarthost", .string(email.smarthost.description)),
+                .init("smtp_from", .string(email.from.description)),
+                .init("smtp_require_tls", .bool(email.requireTLS)),
+            ]
+            if let user = email.username {
+                global.append(.init("smtp_auth_username", .string(user)))
+                global.append(.init("smtp_auth_password_file", .string(passwordPath)))
+            }
+            routes += [
+                .object(["matchers": .array([.string("alertname = \"\(testAlertName)\"")]), "receiver": .string("email"),
+                         "group_wait": .string("0s"), "repeat_interval": .string("1h")]),
+                .object(["matchers": .array([.string("severity = \"critical\"")]), "receiver": .string("email"),
+                         "repeat_interval": .string("1h")]),
+            ]
+            receivers.append(.object(["name": .string("email"), "email_configs": .array([.object([
+                "to": .string(email.to.map(\.description).joined(separator: ", ")),
+                "send_resolved": .bool(true),
+            ])])]))
+        }
+        return .object([
+            "global": .object(global),
+            "route": .object([
+                "receiver": .string(email == nil ? "null" : "email"),
+                "group_by": .array([.string("alertname"), .string("severity")]),
+                "group_wait": .string("30s"), "group_interval": .string("5m"), "repeat_interval": .string("12h"),
+                "routes": .array(routes),
+            ]),
+            "inhibit_rules": .array([
+                .object(["source_matchers": .array([.string("severity = \"critical\"")]),
+                         "target_matchers": .array([.string("severity =~ \"warning|info\"")]), "equal": .array([.string("alertname")])]),
+                .object(["source_matchers": .array([.string("severity = \"warning\"")]),
+                         "target_matchers": .array([.string("severity = \"info\"")]), "equal": .array([.string("alertname")])]),
+                .object(["source_matchers": .array([.string("alertname = \"InfoInhibitor\"")]),
+                         "target_matchers": .array([.string("severity = \"info\"")]), "equal": .array([.string("namespace")])]),
+            ]),
+            "receivers": .array(receivers),
+            "templates": .array([.string("/etc/alertmanager/config/*.tmpl")]),
+        ])
+    }
+
+    // MARK: - kube-prometheus-stack values
+
+    /// What nodeagent sets in the kube-prometheus-stack release (through a HelmChartConfig):
+    /// the Alertmanager config and its password Secret, and no scrape jobs or rules for the
+    /// control-plane parts K3s runs inside its one process and does not expose
+    /// (controller-manager, scheduler, proxy, etcd), which would otherwise fire at once.
+    public static func values(_ spec: AlertingSpec) -> JSONValue {
+        var alertmanager: [JSONValue.Member] = [.init("config", alertmanager(spec.email))]
+        if spec.email?.passwordFile != nil {
+            alertmanager.append(.init("alertmanagerSpec", .object(["secrets": .array([.string(secretName)])])))
+        }
+        return .object([
+            "alertmanager": .object(alertmanager),
+            "kubeControllerManager": .object(["enabled": .bool(false)]),
+            "kubeScheduler": .object(["enabled": .bool(false)]),
+            "kubeProxy": .object(["enabled": .bool(false)]),
+            "kubeEtcd": .object(["enabled": .bool(false)]),
+            "defaultRules": .object(["rules": .object([
+                "etcd": .bool(false), "kubeControllerManager": .bool(false), "kubeProxy": .bool(false),
+                "kubeSchedulerAlerting": .bool(false), "kubeSchedulerRecording": .bool(false),
+            ])]),
+            "grafana": .object(["sidecar": .object(["dashboards": .object([
+                "enabled": .bool(true), "label": .string("grafana_dashboard"), "labelValue": .string("1"), "searchNamespace": .string("ALL"),
+            ])])]),
+        ])
+    }
+
+    // MARK: - Rules
+
+    /// nodeagent's alerting rules, as Prometheus rule groups (a PrometheusRule's `spec.groups`).
+    public static func ruleGroups(_ platform: Platform) -> JSONValue {
+        func rule(_ name: String, _ expr: String, for duration: String, _ severity: String, _ summary: String, _ description: String) -> JSONValue {
+            .object([
+                "alert": .string(name), "expr": .string(expr), "for": .string(duration),
+                "labels": .object(["severity": .string(severity)]),
+                "annotations": .object(["summary": .string(summary), "description": .string(description)]),
+            ])
+        }
+        var rules: [JSONValue] = [
+            rule("NodeagentDown", "up{job=\"nodeagent\"} == 0", for: "5m", "critical",
+                 "nodeagent does not answer on its metrics port",
+                 "Prometheus cannot scrape nodeagent at {{ $labels.instance }}: the agent is down or its port is unreachable from the pod network."),
+            rule("NodeagentNotScraped", "absent(up{job=\"nodeagent\"})", for: "10m", "critical",
+                 "Prometheus does not scrape nodeagent at all",
+                 "There is no nodeagent scrape target: its Service, Endpoints or ServiceMonitor is missing."),
+            rule("NodeagentReconcileFailing", "nodeagent_reconciler_ready == 0", for: "15m", "warning",
+                 "nodeagent's {{ $labels.reconciler }} reconciler has not been Ready for 15 minutes",
+                 "See the reconciler's condition: curl http://VPN-ADDRESS:9430/status, or nodeagent status."),
+            rule("NodeagentDesiredStateNotApplied", "nodeagent_converged == 0", for: "30m", "warning",
+                 "The desired state has not been fully applied for 30 minutes",
+                 "nodeagent has not converged every declared section; nodeagent status names the ones that are not Ready."),
+            rule("NodeagentSourceFailing", "nodeagent_source_up == 0", for: "30m", "warning",
+                 "nodeagent cannot take the newest desired state from Git",
+                 "The last fetch gave no valid, verified revision (unreachable, unsigned, rewritten history or invalid file); nodeagent source says why."),
+            rule("NodeNotReady", "kube_node_status_condition{condition=\"Ready\",status=\"true\"} == 0", for: "5m", "critical",
+                 "The Kubernetes node {{ $labels.node }} is not Ready",
+                 "The kubelet on {{ $labels.node }} reports not Ready: workloads are not being scheduled or are failing."),
+            rule("NodeDiskFillingUp",
+                 "(node_filesystem_avail_bytes{fstype!~\"tmpfs|overlay|squashfs\"} / node_filesystem_size_bytes{fstype!~\"tmpfs|overlay|squashfs\"} < 0.15) and (predict_linear(node_filesystem_avail_bytes{fstype!~\"tmpfs|overlay|squashfs\"}[6h], 24 * 3600) < 0)",
+                 for: "30m", "critical",
+                 "{{ $labels.mountpoint }} is over 85% full and will be full within 24 hours",
+                 "At the rate of the last 6 hours, {{ $labels.mountpoint }} on {{ $labels.instance }} fills up within a day."),
+            rule("WireGuardInterfaceDown", "nodeagent_wireguard_up == 0", for: "5m", "critical",
+                 "WireGuard interface {{ $labels.interface }} is down",
+                 "The VPN is the only way to the Kubernetes API, the status endpoint and PostgreSQL: use the provider's console."),
+            rule("K3sCertificateExpiringSoon", "nodeagent_k3s_certificate_expiry_timestamp_seconds - time() < 14 * 86400", for: "1h", "critical",
+                 "K3s certificate {{ $labels.file }} expires within 14 days",
+                 "K3s renews its certificates on restart when they expire within 90 days: restart k3s (systemctl restart k3s)."),
+        ]
+        if let backups = platform.spec.backups?.postgres {
+            let gap = maxGapSeconds(backups.schedule) + 3600
+            rules += [
+                rule("NodeagentBackupTooOld", "time() - nodeagent_backup_last_success_timestamp_seconds > \(gap)", for: "10m", "critical",
+                     "The newest good backup of {{ $labels.database }} is older than its schedule allows",
+                     "The schedule \(backups.schedule) (UTC) should have produced a newer dump: nodeagent backup list; nodeagent status."),
+                rule("NodeagentBackupFailing", "nodeagent_backup_last_result_ok == 0", for: "10m", "warning",
+                     "The last backup of {{ $labels.database }} failed",
+                     "Earlier dumps are kept; see the reason in nodeagent status or the backups state file."),
+            ]
+            if let drill = backups.restoreDrill, drill.enabled {
+                let drillGap = maxGapSeconds(drill.schedule) + 86_400
+                rules += [
+                    rule("NodeagentRestoreDrillFailed", "nodeagent_restore_drill_last_result_ok == 0", for: "1m", "critical",
+                         "The last restore drill failed",
+                         "A backup that does not restore is no backup: nodeagent backup drill shows why (checksum, row counts, restore)."),
+                    rule("NodeagentRestoreDrillTooOld", "time() - nodeagent_restore_drill_last_success_timestamp_seconds > \(drillGap)",
+                         for: "1h", "warning",
+                         "No restore drill has verified the backups for longer than its schedule allows",
+                         "The drill schedule \(drill.schedule) (UTC) should have run; nodeagent backup drill runs one now."),
+                ]
+            }
+        }
+        return .array([.object(["name": .string("nodeagent"), "rules": .array(rules)])])
+    }
+
+    /// The longest time between two firings of a schedule over the next year (at most).
+    static func maxGapSeconds(_ schedule: CronSchedule) -> Int {
+        var at = Timestamp(millisecondsSinceEpoch: 1_798_761_600_000)   // 2027-01-01, a fixed start: stable output
+        var longest: Int64 = 0
+        for _ in 0..<400 {
+            guard let next = schedule.next(after: at) else { break }
+            if let after = schedule.next(after: next) { longest = max(longest, after.millisecondsSinceEpoch - next.millisecondsSinceEpoch) }
+            at = next
+            if at.millisecondsSinceEpoch > 1_798_761_600_000 + 366 * 86_400_000 { break }
+        }
+        return Int(longest / 1000)
+    }
+}
