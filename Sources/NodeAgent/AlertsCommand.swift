@@ -46,6 +46,8 @@ struct AlertsTest: AsyncParsableCommand {
             "labels": .object([
                 "alertname": .string(AlertingConfig.testAlertName), "severity": .string("critical"),
                 "source": .string("nodeagent alerts test"), "node": .string(platform.name.value),
+                // A new alert each run (Alertmanager would take a repeat for the same one).
+                "test_id": .string(String(now.millisecondsSinceEpoch)),
             ]),
             "annotations": .object([
                 "summary": .string("Test alert from nodeagent on \(platform.name): email alerting works"),

@@ -195,7 +195,7 @@ struct AlertingTests {
         let log = (try? String(contentsOfFile: dir + "/alertmanager.log", encoding: .utf8)) ?? ""
         #expect(mail.contains("Subject: [FIRING:1] NodeagentTestAlert"), "\(mail)\n--- alertmanager:\n\(log.suffix(2000))")
         #expect(mail.contains("To: ops@example.com, oncall@example.com"))
-        // Without the right password the smarthost refuses: the check above can fail.
+        // An Alertmanager that does not answer is reported as such.
         let refused = try await Binary.run(["alerts", "test", "--state", state, "--alertmanager", "http://127.0.0.1:1"])
         #expect(refused.exitCode == 1 && refused.stderr.contains("cannot reach Alertmanager"))
     }
@@ -239,16 +239,23 @@ struct AlertingTests {
         try lab.writeSecret("/etc/nodeagent/secrets/smtp-password", "smtp-pw-8842\n")
         let platform = try Self.platform()
         let engine = try Engine(BuiltInReconcilers.all(on: Reconcilers.Host(root: lab.root), options: PassOptions(kubeconfig: lab.kubeconfig)))
-        let first = await engine.apply(platform, only: [.alerting])
-        let entry = try #require(first.first)
-        #expect(entry.changes.map(\.subject) == ["secret monitoring/nodeagent-alertmanager-smtp", "helmchartconfig kube-system/monitoring",
-                                                 "service monitoring/nodeagent", "endpoints monitoring/nodeagent", "configmap monitoring/nodeagent-dashboard"],
+        // Before the chart's install made its namespace: only the values go in (kube-system).
+        let early = try #require(await engine.apply(platform, only: [.alerting]).first)
+        #expect(early.changes.map(\.subject) == ["helmchartconfig kube-system/monitoring"])
+        #expect(early.condition?.reason == "WaitingForNamespace")
+        lab.server.put(KubeTestServer.builtIn[0], .object(["apiVersion": .string("v1"), "kind": .string("Namespace"),
+                                                           "metadata": .object(["name": .string("monitoring")])]))
+        let entry = try #require(await engine.apply(platform, only: [.alerting]).first)
+        #expect(entry.changes.map(\.subject) == ["secret monitoring/nodeagent-alertmanager-smtp", "service monitoring/nodeagent",
+                                                 "endpoints monitoring/nodeagent", "configmap monitoring/nodeagent-dashboard"],
                 "\(entry)")
         #expect(entry.condition?.reason == "CRDNotEstablished")
         let hcc = try #require(lab.server.object("helmchartconfigs", namespace: "kube-system", name: "monitoring", groupVersion: "helm.cattle.io/v1"))
         let values = try #require(hcc["spec"]?["valuesContent"]?.string)
         #expect(values.contains("kubeControllerManager:\n  enabled: false"))
-        #expect(values.contains("secrets:\n    - nodeagent-alertmanager-smtp") || values.contains("secrets:\n    -") || values.contains("nodeagent-alertmanager-smtp"))
+        let parsed = JSONValue(try YAMLParser().parseDocument(Array(values.utf8), file: "values"))
+        #expect(parsed["alertmanager"]?["alertmanagerSpec"]?["secrets"] == .array([.string("nodeagent-alertmanager-smtp")]))
+        #expect(parsed["kubeEtcd"]?["enabled"] == .bool(false))
         #expect(!values.contains("smtp-pw-8842"))
         let smtp = try #require(lab.server.object("secrets", namespace: "monitoring", name: "nodeagent-alertmanager-smtp"))
         #expect(KubeViews.secretData(smtp)["password"] == Array("smtp-pw-8842".utf8))
@@ -280,16 +287,25 @@ struct CertificateExpiryTests {
         let dir = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try await SystemCommandRunner().check(Command("python3", [Fixtures.repository + "/Tests/Fixtures/pki/make.py", dir]))
+        // One more certificate valid until after 2049: its notAfter is a GeneralizedTime.
+        try await SystemCommandRunner().check(Command("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                                                                  "-subj", "/CN=long", "-days", "10000", "-keyout", dir + "/long.key", "-out", dir + "/long.pem"]))
         let pems = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".pem") && !$0.contains("key") }
-        #expect(!pems.isEmpty)
+        var checked: [String: String] = [:]
         for name in pems {
             let out = try await SystemCommandRunner().run(Command("openssl", ["x509", "-noout", "-enddate", "-dateopt", "iso_8601", "-in", dir + "/" + name]))
-            guard out.exitCode == 0 else { continue }   // not a certificate
+            guard out.exitCode == 0 else { continue }   // a key, not a certificate
             // notAfter=2027-11-26 21:00:00Z
             let iso = out.stdout.split(separator: "=").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: " ", with: "T") }
             let pem = try [UInt8](Data(contentsOf: URL(fileURLWithPath: dir + "/" + name)))
             #expect(Certificates.notAfter(pem: pem)?.rfc3339 == iso, "\(name)")
+            checked[name] = iso
         }
+        #expect(checked.count >= 4, "\(checked)")
+        #expect(checked["long.pem"]?.hasPrefix("20") == true && (checked["long.pem"] ?? "") > "2050", "GeneralizedTime: \(checked)")
+        // A chain file: the first certificate counts.
+        let chain = try [UInt8](Data(contentsOf: URL(fileURLWithPath: dir + "/long.pem"))) + [UInt8](Data(contentsOf: URL(fileURLWithPath: dir + "/" + pems.first { $0 != "long.pem" && checked[$0] != nil }!)))
+        #expect(Certificates.notAfter(pem: chain)?.rfc3339 == checked["long.pem"])
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Synchronization
 import Testing
 import TestSupport
@@ -102,6 +103,8 @@ final class RecordingRunner: CommandRunner {
 
 @Suite("PostgreSQL backups, drills and restores against a real PostgreSQL server", .serialized)
 struct BackupTests {
+    let runner = SystemCommandRunner()
+
     struct Node {
         let root: String
         let state: String
@@ -362,6 +365,37 @@ struct BackupTests {
         #expect(dumps.count == 1 && dumps.allSatisfy { $0.environment["PGPASSFILE"] != nil })
         #expect(try RootedFileSystem(root: node.root).list("/var/lib/nodeagent/backups")?.contains { $0.hasPrefix(".pgpass") } == false)
         #expect(!(try String(contentsOfFile: node.root + BackupState.path, encoding: .utf8)).contains(server.password))
+        await server.stop()
+    }
+
+    /// The dump directory on a small tmpfs: the dump that does not fit fails with the reason,
+    /// takes its partial file with it, and the earlier dump stays listed and whole.
+    @Test func aFullDiskFailsCleanlyAndLosesNothing() async throws {
+        let server = try await PostgresServer()
+        let node = try Node(server: server, keep: 1)
+        let folder = node.root + "/var/backups/nodeagent/postgres"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try await runner.check(Command("mount", ["-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", folder]))
+        defer {
+            umount2(folder, Int32(MNT_DETACH))
+            node.remove()
+        }
+        try await server.sql("CREATE DATABASE app")
+        try await server.sql("CREATE TABLE t (x text); INSERT INTO t SELECT 'row ' || i FROM generate_series(1, 100) i;", db: "app")
+        let first = try await node.run(["backup", "run"])
+        #expect(first.exitCode == 0, "\(first.stdout)\(first.stderr)")
+        let good = try await node.list()
+        let goodBytes = try Data(contentsOf: URL(fileURLWithPath: node.root + (good.first?["path"]?.string ?? "")))
+        // About 2 MB of random hex: pg_dump's compression cannot squeeze it into 512 kB.
+        try await server.sql("INSERT INTO t SELECT md5(random()::text) || md5(random()::text) FROM generate_series(1, 30000);", db: "app")
+        let full = try await node.run(["backup", "run"])
+        #expect(full.exitCode == 1)
+        #expect(full.stdout.contains("app: FAILED DumpFailed: pg_dump of app failed"), "\(full.stdout)")
+        #expect(full.stdout.contains("No space left on device"), "\(full.stdout)")
+        #expect(try await node.list() == good, "the earlier dump is still the one listed")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: node.root + (good.first?["path"]?.string ?? ""))) == goodBytes)
+        #expect(!(try FileManager.default.contentsOfDirectory(atPath: folder + "/app")).contains { $0.hasPrefix(".partial-") })
+        #expect(node.backupState.databases["app"]?.reason == "DumpFailed")
         await server.stop()
     }
 }

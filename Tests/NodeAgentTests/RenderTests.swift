@@ -38,7 +38,7 @@ struct RenderTests {
                 #expect(shown.contains("<redacted: the content of /etc/nodeagent/secrets/"), "\(shown)")
             }
         }
-        #expect(kinds == ["HelmChart", "HelmChart", "Secret", "HelmChart", "Secret", "HelmChartConfig", "PrometheusRule", "Service", "Endpoints",
+        #expect(kinds == ["HelmChart", "HelmChart", "Secret", "HelmChart", "HelmChartConfig", "Secret", "PrometheusRule", "Service", "Endpoints",
                           "ServiceMonitor", "ConfigMap", "Application"])
         let checked = try await validate(r.stdout)
         #expect(checked.exitCode == 0, "\(checked.stdout)\(checked.stderr)")

@@ -168,3 +168,26 @@ struct CronScheduleTests {
                 == t("2026-11-26T10:15:00Z"))
     }
 }
+
+@Suite("Alerting email: the password needs a login")
+struct AlertingEmailValidationTests {
+    @Test func aPasswordFileWithoutAUsernameIsRefused() {
+        let text = """
+            apiVersion: nodeagent/v1
+            kind: Platform
+            metadata: {name: vps-1}
+            spec:
+              helmReleases: [{name: monitoring, chart: kube-prometheus-stack, repo: https://x.example.com, version: 1.0.0, namespace: monitoring}]
+              alerting:
+                email: {to: ops@example.com, from: a@example.com, smarthost: "smtp.example.com:587", passwordFile: /etc/nodeagent/secrets/smtp}
+            """
+        do {
+            _ = try DesiredStateLoader.load(Array(text.utf8), file: "p.yaml")
+            Issue.record("accepted a password without a username")
+        } catch {
+            let d = error.diagnostics.first
+            #expect(d?.description.contains("p.yaml:7:") == true, "\(String(describing: d))")
+            #expect(d?.description.contains("spec.alerting.email: \"passwordFile\" is set, so \"username\" is needed too") == true, "\(String(describing: d))")
+        }
+    }
+}

@@ -104,7 +104,7 @@ final class AgentMetrics: Sendable {
     func k3sCertificates(_ expiries: [(file: String, at: Double)]) {
         for e in expiries {
             registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "k3s_certificate_expiry", unitName: "timestamp_seconds",
-                                                 helpText: "When a K3s certificate (/var/lib/rancher/k3s/server/tls) expires."),
+                                                 helpText: "When a K3s certificate (under /var/lib/rancher/k3s: server/tls, agent) expires."),
                                labels: [("file", e.file)]).set(to: e.at)
         }
     }

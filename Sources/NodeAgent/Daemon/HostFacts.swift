@@ -28,11 +28,12 @@ enum HostFacts {
             metrics.wireguard(interface: iface, up: up, handshakes: handshakes)
         }
         if platform.spec.k3s != nil {
-            let dir = "/var/lib/rancher/k3s/server/tls"
             var expiries: [(file: String, at: Double)] = []
-            for name in (try? host.files.list(dir)) ?? nil ?? [] where name.hasSuffix(".crt") {
-                guard let pem = try? host.files.read("\(dir)/\(name)"), let notAfter = Certificates.notAfter(pem: pem) else { continue }
-                expiries.append((name, Double(notAfter.millisecondsSinceEpoch) / 1000))
+            for dir in ["/var/lib/rancher/k3s/server/tls", "/var/lib/rancher/k3s/agent"] {
+                for name in (try? host.files.list(dir)) ?? nil ?? [] where name.hasSuffix(".crt") {
+                    guard let pem = try? host.files.read("\(dir)/\(name)"), let notAfter = Certificates.notAfter(pem: pem) else { continue }
+                    expiries.append(("\(dir.hasSuffix("agent") ? "agent" : "server/tls")/\(name)", Double(notAfter.millisecondsSinceEpoch) / 1000))
+                }
             }
             metrics.k3sCertificates(expiries)
         }

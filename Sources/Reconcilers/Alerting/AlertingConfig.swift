@@ -35,7 +35,9 @@ public enum AlertingConfig {
                 global.append(.init("smtp_auth_password_file", .string(passwordPath)))
             }
             routes += [
+                // Each `alerts test` run has its own test_id: its own group, mailed at once.
                 .object(["matchers": .array([.string("alertname = \"\(testAlertName)\"")]), "receiver": .string("email"),
+                         "group_by": .array([.string("alertname"), .string("test_id")]),
                          "group_wait": .string("0s"), "repeat_interval": .string("1h")]),
                 .object(["matchers": .array([.string("severity = \"critical\"")]), "receiver": .string("email"),
                          "repeat_interval": .string("1h")]),
@@ -95,8 +97,17 @@ public enum AlertingConfig {
 
     // MARK: - Rules
 
+    /// The address Prometheus scrapes nodeagent at: `spec.status.listen`, unless it is loopback.
+    static func scrapeAddress(_ platform: Platform) -> (ip: IPAddress, port: Int)? {
+        guard let listen = platform.spec.status?.listen, let ip = try? IPAddress(parsing: listen.host),
+              ip.isIPv4 ? ip.bytes[0] != 127 : ip.bytes != [UInt8](repeating: 0, count: 15) + [1] else { return nil }
+        return (ip, Int(listen.port.value))
+    }
+
     /// nodeagent's alerting rules, as Prometheus rule groups (a PrometheusRule's `spec.groups`).
+    /// The scrape rules only when Prometheus has a target to scrape (a VPN `status.listen`).
     public static func ruleGroups(_ platform: Platform) -> JSONValue {
+        let scraped = scrapeAddress(platform) != nil
         func rule(_ name: String, _ expr: String, for duration: String, _ severity: String, _ summary: String, _ description: String) -> JSONValue {
             .object([
                 "alert": .string(name), "expr": .string(expr), "for": .string(duration),
@@ -104,13 +115,15 @@ public enum AlertingConfig {
                 "annotations": .object(["summary": .string(summary), "description": .string(description)]),
             ])
         }
-        var rules: [JSONValue] = [
+        var rules: [JSONValue] = scraped ? [
             rule("NodeagentDown", "up{job=\"nodeagent\"} == 0", for: "5m", "critical",
-                 "nodeagent does not answer on its metrics port",
-                 "Prometheus cannot scrape nodeagent at {{ $labels.instance }}: the agent is down or its port is unreachable from the pod network."),
+                 "nodeagent does not answer on the node's VPN address",
+                 "Prometheus cannot scrape nodeagent at {{ $labels.instance }}: the agent is down, or the WireGuard interface (which holds that address) is gone."),
             rule("NodeagentNotScraped", "absent(up{job=\"nodeagent\"})", for: "10m", "critical",
                  "Prometheus does not scrape nodeagent at all",
                  "There is no nodeagent scrape target: its Service, Endpoints or ServiceMonitor is missing."),
+        ] : []
+        rules += [
             rule("NodeagentReconcileFailing", "nodeagent_reconciler_ready == 0", for: "15m", "warning",
                  "nodeagent's {{ $labels.reconciler }} reconciler has not been Ready for 15 minutes",
                  "See the reconciler's condition: curl http://VPN-ADDRESS:9430/status, or nodeagent status."),
@@ -130,10 +143,10 @@ public enum AlertingConfig {
                  "At the rate of the last 6 hours, {{ $labels.mountpoint }} on {{ $labels.instance }} fills up within a day."),
             rule("WireGuardInterfaceDown", "nodeagent_wireguard_up == 0", for: "5m", "critical",
                  "WireGuard interface {{ $labels.interface }} is down",
-                 "The VPN is the only way to the Kubernetes API, the status endpoint and PostgreSQL: use the provider's console."),
+                 "The interface exists but is down (if it were gone, its address would be too, and NodeagentDown fires instead). The VPN is the only way to the Kubernetes API, the status endpoint and PostgreSQL: use the provider's console."),
             rule("K3sCertificateExpiringSoon", "nodeagent_k3s_certificate_expiry_timestamp_seconds - time() < 14 * 86400", for: "1h", "critical",
                  "K3s certificate {{ $labels.file }} expires within 14 days",
-                 "K3s renews its certificates on restart when they expire within 90 days: restart k3s (systemctl restart k3s)."),
+                 "K3s renews its leaf certificates on restart when they expire within 90 days: systemctl restart k3s. A CA certificate (*-ca.crt) is not renewed that way: rotate it with k3s certificate rotate-ca."),
         ]
         if let backups = platform.spec.backups?.postgres {
             let gap = maxGapSeconds(backups.schedule) + 3600
@@ -165,7 +178,7 @@ public enum AlertingConfig {
     static func maxGapSeconds(_ schedule: CronSchedule) -> Int {
         var at = Timestamp(millisecondsSinceEpoch: 1_798_761_600_000)   // 2027-01-01, a fixed start: stable output
         var longest: Int64 = 0
-        for _ in 0..<400 {
+        for _ in 0..<200_000 {   // a year of firings of anything up to every few minutes
             guard let next = schedule.next(after: at) else { break }
             if let after = schedule.next(after: next) { longest = max(longest, after.millisecondsSinceEpoch - next.millisecondsSinceEpoch) }
             at = next

@@ -28,7 +28,13 @@ extension ClusterRender {
             for m in extra { l[[m.key]] = m.value }
             return .object(["name": .string(name), "namespace": .string(ns), "labels": l])
         }
-        var out: [KubeObject] = []
+        // The HelmChartConfig first: it lives in kube-system, which always exists; the rest
+        // goes into the release's namespace, which the chart's install creates.
+        var out: [KubeObject] = [KubeObject(ref: helmChartConfigRef(release.name.value), body: .object([
+            "apiVersion": .string("helm.cattle.io/v1"), "kind": .string("HelmChartConfig"),
+            "metadata": meta(release.name.value, helmNamespace),
+            "spec": .object(["valuesContent": .string(AlertingConfig.values(spec).yamlText)]),
+        ]))]
         if let file = spec.email?.passwordFile {
             let password = try secrets.read(file, for: "alerting.email.passwordFile") ?? ""
             let secret = KubeObject.secret(name: AlertingConfig.secretName, namespace: namespace, owner: .alerting,
@@ -37,11 +43,6 @@ extension ClusterRender {
                 out.append(KubeObject.redactedSecret(secret, sources: [("password", SecretSource.placeholder(file))]))
             }
         }
-        out.append(KubeObject(ref: helmChartConfigRef(release.name.value), body: .object([
-            "apiVersion": .string("helm.cattle.io/v1"), "kind": .string("HelmChartConfig"),
-            "metadata": meta(release.name.value, helmNamespace),
-            "spec": .object(["valuesContent": .string(AlertingConfig.values(spec).yamlText)]),
-        ])))
         let release_ = [JSONValue.Member("release", .string(release.name.value))]
         out.append(KubeObject(ref: prometheusRuleRef(namespace: namespace, name: "nodeagent"), body: .object([
             "apiVersion": .string("monitoring.coreos.com/v1"), "kind": .string("PrometheusRule"),
@@ -50,9 +51,7 @@ extension ClusterRender {
         ])))
         // Scraping: pods reach the node's VPN address (the firewall accepts what comes from the
         // pod network on cni0); a loopback-only status server cannot be scraped.
-        if let listen = platform.spec.status?.listen, let ip = try? IPAddress(parsing: listen.host),
-           ip.isIPv4 ? ip.bytes[0] != 127 : ip.bytes != [UInt8](repeating: 0, count: 15) + [1] {
-            let port = Int(listen.port.value)
+        if let (ip, port) = AlertingConfig.scrapeAddress(platform) {
             let name = [JSONValue.Member("app.kubernetes.io/name", .string("nodeagent"))]
             out.append(KubeObject(ref: ResourceRef(plural: "services", namespace: namespace, name: "nodeagent"), body: .object([
                 "apiVersion": .string("v1"), "kind": .string("Service"), "metadata": meta("nodeagent", namespace, extra: name),

@@ -14,8 +14,11 @@ public struct AlertingReconciler: Reconciler {
     public struct Observed: Sendable {
         var objects: [KubeObject]
         var cluster: ObjectsObservation
+        var namespaceExists: Bool
         var crdsReady: Bool
         var health: ReleaseHealth?
+        /// The install Job ran before the values last changed: they are not installed yet.
+        var valuesPending: Bool
     }
 
     public static let name = ReconcilerName.alerting
@@ -47,20 +50,53 @@ public struct AlertingReconciler: Reconciler {
         }
         let api = try cluster.api()
         do {
-            var ready = true
-            for name in Self.crds where ready { ready = try await api.isEstablished(crd: name) }
-            let all = try ClusterRender.alerting(desired.platform, secrets: .files(host.files))
-            let objects = all.filter { ready || $0.ref.group != "monitoring.coreos.com" }
-            let namespace = release.namespace.value
-            var collections = [ClusterRender.helmChartConfigRef()] + ["secrets", "services", "endpoints", "configmaps"].map {
-                ResourceRef(plural: $0, namespace: namespace)
-            }
-            if ready { collections += [ClusterRender.prometheusRuleRef(namespace: namespace), ClusterRender.serviceMonitorRef(namespace: namespace)] }
-            let observed = try await ObjectSync.observe(objects, api: api, owner: Self.name, collections: collections)
-            return Observed(objects: objects, cluster: observed, crdsReady: ready, health: try await ReleaseHealth.check(release, api: api))
+            let (objects, observed, namespaceExists, ready) = try await objects(desired, release: release, api: api)
+            // The values in the HelmChartConfig reach the release only through a new install Job.
+            let hcc = objects.first { $0.ref.plural == "helmchartconfigs" }
+            let mark = hcc.flatMap { observed.current[$0.ref] }?["metadata"]?["annotations"]?[ReleaseHealth.specAppliedAnnotation]?.string
+                .flatMap(Timestamp.init(rfc3339:))
+            let job = try await api.getIfPresent(ResourceRef(group: "batch", version: "v1", plural: "jobs", namespace: ClusterRender.helmNamespace,
+                                                             name: "helm-install-\(release.name)"))
+            let created = job?["metadata"]?["creationTimestamp"]?.string.flatMap(Timestamp.init(rfc3339:))
+            let pending = mark.map { mark in created.map { $0 < mark } ?? true } ?? false
+            return Observed(objects: objects, cluster: observed, namespaceExists: namespaceExists, crdsReady: ready,
+                            health: try await ReleaseHealth.check(release, api: api), valuesPending: pending)
         } catch {
             throw ReconcileError.kube(error, doing: "reading the monitoring objects")
         }
+    }
+
+    /// The objects that can be applied now and what the cluster has of them: the
+    /// HelmChartConfig always; the rest once the release's namespace exists; the rules and
+    /// ServiceMonitor once their CRDs are established. The HelmChartConfig carries the time its
+    /// values last changed.
+    func objects(_ desired: Desired, release: HelmRelease, api: KubeAPI) async throws
+        -> (objects: [KubeObject], observed: ObjectsObservation, namespaceExists: Bool, crdsReady: Bool) {
+        let namespace = release.namespace.value
+        let namespaceExists = try await api.getIfPresent(ResourceRef(plural: "namespaces", name: namespace)) != nil
+        var ready = true
+        for name in Self.crds where ready { ready = try await api.isEstablished(crd: name) }
+        var objects = try ClusterRender.alerting(desired.platform, secrets: .files(host.files)).filter {
+            (ready || $0.ref.group != "monitoring.coreos.com") && (namespaceExists || $0.ref.namespace == ClusterRender.helmNamespace)
+        }
+        var collections = [ClusterRender.helmChartConfigRef()]
+        if namespaceExists {
+            collections += ["secrets", "services", "endpoints", "configmaps"].map { ResourceRef(plural: $0, namespace: namespace) }
+        }
+        if namespaceExists, ready {
+            collections += [ClusterRender.prometheusRuleRef(namespace: namespace), ClusterRender.serviceMonitorRef(namespace: namespace)]
+        }
+        let observed = try await ObjectSync.observe(objects, api: api, owner: Self.name, collections: collections)
+        let mark = ["metadata", "annotations", ReleaseHealth.specAppliedAnnotation]
+        for i in objects.indices where objects[i].ref.plural == "helmchartconfigs" {
+            let current = observed.current[objects[i].ref]
+            if let current, current["spec"].map({ ObjectSync.matches(objects[i].body["spec"] ?? .null, $0) }) == true {
+                if let kept = current[mark] { objects[i].body[mark] = kept }
+            } else {
+                objects[i].body[mark] = .string(host.clock.now().rfc3339)
+            }
+        }
+        return (objects, observed, namespaceExists, ready)
     }
 
     public func plan(_ desired: Desired, _ observed: Observed) throws -> [Change] {
@@ -68,8 +104,13 @@ public struct AlertingReconciler: Reconciler {
     }
 
     public func apply(_ changes: [Change], desired: Desired) async throws {
-        let observed = try await observe(desired)
-        try await ObjectSync.apply(changes, desired: observed.objects, api: try cluster.api())
+        guard let release = desired.release else { return }
+        let api = try cluster.api()
+        do {
+            try await ObjectSync.apply(changes, desired: try await objects(desired, release: release, api: api).objects, api: api)
+        } catch {
+            throw ReconcileError.kube(error, doing: "applying the monitoring objects")
+        }
     }
 
     public func verify(_ desired: Desired) async throws -> Condition {
@@ -77,12 +118,20 @@ public struct AlertingReconciler: Reconciler {
     }
 
     public func converged(_ desired: Desired, _ observed: Observed) -> Condition {
+        guard observed.namespaceExists else {
+            return Condition(.progressing, reason: "WaitingForNamespace",
+                             message: "the values (HelmChartConfig) are applied; the rest waits for namespace \(desired.release?.namespace.value ?? "?"), which the chart's install creates")
+        }
         guard observed.crdsReady else {
             return Condition(.progressing, reason: "CRDNotEstablished",
                              message: "values, dashboard and scrape target applied; the rules and ServiceMonitor wait for the chart's CRDs (\(Self.crds.joined(separator: ", ")))")
         }
         if let health = observed.health, health.status != .ready {
             return Condition(health.status, reason: health.reason, message: "monitoring release: \(health.message)")
+        }
+        if observed.valuesPending {
+            return Condition(.progressing, reason: "ValuesNotInstalled",
+                             message: "waiting for helm-controller to install the release with the new values (a new helm-install Job)")
         }
         let mail = desired.platform.spec.alerting?.email.map { "email to \($0.to.map(\.description).joined(separator: ", "))" } ?? "no email receiver"
         return .ready("Alertmanager config (\(mail)), nodeagent rules, scrape target and dashboard applied")

@@ -153,6 +153,26 @@ public struct PostgresBackups: Sendable {
         let tools = try await PostgresTools.find(serverMajor: major, commands: host.commands)
         let name = "\(database)-\(BackupStore.stamp(started)).dump"
         let partial = "\(folder)/.partial-\(name)"
+        // A failed dump takes its partial file with it at once (on a full disk, the space).
+        do {
+            try await dumpInto(partial: partial, database: database, snapshot: snapshot, tools: tools, target: target)
+        } catch {
+            try? host.files.remove(partial)
+            throw error
+        }
+        _ = try? await Offload.run { try session.query("COMMIT") }
+        FaultInjection.crashIfRequested(at: "backup-dumped")
+        do {
+            try Self.fsync(hostPath(partial))
+        } catch {
+            try? host.files.remove(partial)
+            throw error
+        }
+        return try await seal(partial: partial, name: name, folder: folder, database: database, started: started, version: version,
+                              tools: tools, tables: tables)
+    }
+
+    func dumpInto(partial: String, database: String, snapshot: String, tools: PostgresTools, target: PostgresTarget) async throws {
         try await withPassfile(target) { env in
             // --lock-wait-timeout: a schema change queued behind the row counts' locks must not
             // deadlock pg_dump against this session (PostgreSQL cannot see that wait).
@@ -161,9 +181,11 @@ public struct PostgresBackups: Sendable {
                                                  "--dbname=\(Self.conninfo(target, database: database))"],
                                   environment: env, timeout: .seconds(6 * 3600)), reason: "DumpFailed", what: "pg_dump of \(database)")
         }
-        _ = try? await Offload.run { try session.query("COMMIT") }
-        FaultInjection.crashIfRequested(at: "backup-dumped")
-        try Self.fsync(hostPath(partial))
+    }
+
+    /// Checksum, rename into place, then the manifest: from here on it is a backup.
+    func seal(partial: String, name: String, folder: String, database: String, started: Timestamp, version: String,
+              tools: PostgresTools, tables: [BackupManifest.Table]) async throws -> BackupManifest {
         let sha = try await Offload.run { try K3sBinary.sha256(hostPath(partial)) ?? "" }
         let size = Self.size(hostPath(partial))
         guard rename(hostPath(partial), hostPath("\(folder)/\(name)")) == 0 else {

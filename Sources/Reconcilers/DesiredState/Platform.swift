@@ -457,6 +457,9 @@ public struct AlertingSpec: Sendable, Equatable, YAMLDecodable {
             if username != nil, passwordFile == nil {
                 throw context.fail(.missingField, "\"username\" is set, so \"passwordFile\" is needed too", at: node.mark, path: path)
             }
+            if passwordFile != nil, username == nil {
+                throw context.fail(.missingField, "\"passwordFile\" is set, so \"username\" is needed too (the smarthost login)", at: node.mark, path: path)
+            }
         }
     }
 
