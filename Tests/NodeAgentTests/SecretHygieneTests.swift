@@ -1,0 +1,134 @@
+import Foundation
+import Testing
+import TestSupport
+import KubeTestServer
+import Reconcilers
+import YAML
+
+/// Distinctive secrets planted in every secret file the cluster and backup sections read; every
+/// command and the daemon's endpoints run over them; none of what they print, log or serve may
+/// hold a secret, plain or base64.
+@Suite("Secret hygiene: planted secrets never appear in output, logs, /status or /metrics", .serialized)
+struct SecretHygieneTests {
+    static let secrets = [
+        "postgres-password": "PLANTED-pg-1f9e4c",
+        "smtp-password": "PLANTED-smtp-7a2c91",
+        "api-token": "PLANTED-token-55d0aa",
+        "git-token": "PLANTED-git-9c3b17",
+    ]
+
+    /// Each secret, and its base64 at the three alignments it can have inside a longer encoding.
+    static var needles: [String] {
+        secrets.values.flatMap { s -> [String] in
+            var out = [s]
+            for pad in ["", "x", "xx"] {
+                let encoded = Data((pad + s).utf8).base64EncodedString()
+                let skip = pad.isEmpty ? 0 : 4   // the characters that still carry the padding bytes
+                out.append(String(encoded.dropFirst(skip).dropLast(4)))
+            }
+            return out
+        }
+    }
+
+    func leaks(_ text: String) -> [String] { Self.needles.filter { text.contains($0) } }
+
+    @Test func noCommandOrEndpointShowsASecret() async throws {
+        let lab = try await ClusterLab()
+        defer { lab.stop() }
+        let server = try await PostgresServer()
+        for (name, value) in Self.secrets { try lab.writeSecret("/etc/nodeagent/secrets/\(name)", value + "\n") }
+        try await server.sql("CREATE DATABASE app")
+        try await server.sql("CREATE TABLE t (x int); INSERT INTO t VALUES (1);", db: "app")
+        // The database's real password is the planted one (from here on psql cannot log in).
+        try await server.sql("ALTER ROLE postgres PASSWORD '\(Self.secrets["postgres-password"]!)'")
+        let state = lab.root + "/platform.yaml"
+        try """
+            apiVersion: nodeagent/v1
+            kind: Platform
+            metadata: {name: vps-1}
+            spec:
+              helmReleases:
+                - {name: argocd, chart: argo-cd, repo: https://argoproj.github.io/argo-helm, version: 7.7.11, namespace: argocd}
+                - name: monitoring
+                  chart: kube-prometheus-stack
+                  repo: https://prometheus-community.github.io/helm-charts
+                  version: 67.4.0
+                  namespace: monitoring
+                - name: postgresql
+                  chart: postgresql
+                  repo: https://charts.bitnami.com/bitnami
+                  version: 16.3.0
+                  namespace: db
+                  valuesSecrets: [{key: auth.postgresPassword, file: /etc/nodeagent/secrets/postgres-password}]
+              argocd:
+                appOfApps: {repoURL: "https://git.example.com/apps.git", path: apps, username: deploy, passwordFile: /etc/nodeagent/secrets/git-token}
+              alerting:
+                email: {to: ops@example.com, from: alerts@example.com, smarthost: "smtp.example.com:587", username: alerts,
+                        passwordFile: /etc/nodeagent/secrets/smtp-password}
+              backups:
+                postgres:
+                  connection: {host: 127.0.0.1, port: \(server.port), user: postgres, passwordFile: /etc/nodeagent/secrets/postgres-password, sslmode: disable}
+                  databases: [app]
+                  schedule: "0 3 * * *"
+                  restoreDrill: {schedule: "0 4 * * 0"}
+              status: {listen: "127.0.0.1:\(TLSTestPeer.freePort())", tokenFile: /etc/nodeagent/secrets/api-token}
+            """.write(toFile: state, atomically: true, encoding: .utf8)
+
+        let cluster = ["--kubeconfig", lab.kubeconfig, "--root", lab.root]
+        var outputs: [(String, String)] = []
+        for args in [
+            ["validate", state],
+            ["render", "--state", state],
+            ["plan", "--state", state, "--only", "helm,alerting,argocd,backups"] + cluster,
+            ["plan", "--state", state, "--only", "helm,alerting,argocd,backups", "-o", "json"] + cluster,
+            ["apply", "--state", state, "--only", "helm,alerting,argocd,backups"] + cluster,
+            ["apply", "--state", state, "--only", "helm,alerting,argocd,backups", "-o", "json"] + cluster,
+            ["backup", "run", "--state", state, "--root", lab.root],
+            ["backup", "list", "--state", state, "--root", lab.root, "-o", "json"],
+            ["backup", "drill", "--state", state, "--root", lab.root],
+        ] {
+            let r = try await Binary.run(args)
+            if args.prefix(2) == ["backup", "run"] { #expect(r.exitCode == 0, "the backup must really have logged in: \(r.stdout)\(r.stderr)") }
+            outputs.append((args.joined(separator: " "), r.stdout + r.stderr))
+        }
+        // A wrong password is reported without the password.
+        try lab.writeSecret("/etc/nodeagent/secrets/postgres-password", "PLANTED-pg-wrong-d41d\n")
+        let wrong = try await Binary.run(["backup", "run", "--state", state, "--root", lab.root])
+        #expect(wrong.exitCode == 1)
+        #expect(!(wrong.stdout + wrong.stderr).contains("PLANTED-pg-wrong-d41d"))
+        try lab.writeSecret("/etc/nodeagent/secrets/postgres-password", Self.secrets["postgres-password"]! + "\n")
+
+        // The daemon: its log, /status and /metrics (the cluster sections only: nothing on this host).
+        let listen = try DesiredStateLoader.load(path: state).spec.status!.listen
+        let pid = try DetachedProcess.spawn([Binary.path, "run", "--state", state, "--root", lab.root, "--poll", "1s"],
+                                            output: lab.root + "/daemon.log")
+        var status = "", metrics = ""
+        for _ in 0..<100 where !metrics.contains("nodeagent_backup_last_success_timestamp_seconds") {
+            try await Task.sleep(for: .milliseconds(200))
+            status = (try? await SystemCommandRunner().run(Command("curl", ["-s", "http://\(listen.host):\(listen.port)/status"])))?.stdout ?? ""
+            metrics = (try? await SystemCommandRunner().run(Command("curl", ["-s", "http://\(listen.host):\(listen.port)/metrics"])))?.stdout ?? ""
+        }
+        // A wrong token on POST /sync is refused without echoing anything secret.
+        let sync = try await SystemCommandRunner().run(Command("curl", ["-s", "-i", "-X", "POST", "-H", "Authorization: Bearer nope",
+                                                                        "http://\(listen.host):\(listen.port)/sync"]))
+        DetachedProcess.stop(pid)
+        _ = await DetachedProcess.waitForExit(pid, timeout: .seconds(10))
+        #expect(status.contains("\"backups\""), "\(status)")
+        #expect(metrics.contains("nodeagent_backup_last_success_timestamp_seconds"))
+        let log = (try? String(contentsOfFile: lab.root + "/daemon.log", encoding: .utf8)) ?? ""
+        outputs += [("daemon log", log), ("/status", status), ("/metrics", metrics), ("POST /sync", sync.stdout + sync.stderr)]
+        // State files nodeagent writes for itself, which /status and the metrics come from.
+        for file in ["/var/lib/nodeagent/backups/state.json", "/var/lib/nodeagent/applied/platform.yaml"] {
+            if let text = try? String(contentsOfFile: lab.root + file, encoding: .utf8) {
+                outputs.append((file, text))
+            }
+        }
+        for (what, text) in outputs {
+            #expect(leaks(text).isEmpty, "\(what) shows a secret: \(leaks(text))")
+        }
+        // The planted secrets did reach where they belong: the test can fail.
+        let values = try #require(lab.server.object("secrets", namespace: "kube-system", name: "nodeagent-values-postgresql"))
+        #expect(!leaks(values.jsonText).isEmpty, "the values Secret holds the password, base64")
+        await server.stop()
+    }
+}
