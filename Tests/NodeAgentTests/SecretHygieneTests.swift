@@ -132,3 +132,53 @@ struct SecretHygieneTests {
         await server.stop()
     }
 }
+
+/// The status server under hostile clients: idle and trickling connections, oversized headers
+/// and bodies, garbage, unknown methods and paths, bad tokens — while a good client keeps
+/// reading /status.
+@Suite("Hostile HTTP clients against the status server", .serialized)
+struct HostileClientTests {
+    @Test func statusStaysResponsiveAndMemoryBounded() async throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir + "/etc/nodeagent/secrets", withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: dir + "/etc/nodeagent/secrets/api-token", contents: Data("right-token\n".utf8),
+                                           attributes: [.posixPermissions: 0o600])
+        let port = TLSTestPeer.freePort()
+        try """
+            apiVersion: nodeagent/v1
+            kind: Platform
+            metadata: {name: vps-1}
+            spec:
+              status: {listen: "127.0.0.1:\(port)", tokenFile: /etc/nodeagent/secrets/api-token}
+            """.write(toFile: dir + "/platform.yaml", atomically: true, encoding: .utf8)
+        let pid = try DetachedProcess.spawn([Binary.path, "run", "--state", dir + "/platform.yaml", "--root", dir], output: dir + "/daemon.log")
+        defer { DetachedProcess.stop(pid) }
+        for _ in 0..<100 where !TLSTestPeer.canConnect(port) { try await Task.sleep(for: .milliseconds(100)) }
+        let r = try await SystemCommandRunner().run(Command("/usr/bin/python3", [Fixtures.repository + "/Tests/Fixtures/hostile/clients.py",
+                                                                                 "127.0.0.1", String(port)], timeout: .seconds(120)))
+        let result = try #require(JSONValue.parse(Array(r.stdout.utf8)), "\(r.stdout)\(r.stderr)")
+        func line(_ key: String) -> String { result[key]?.string ?? "?" }
+        #expect(DetachedProcess.isRunning(pid), "the daemon survived")
+        #expect(line("oversized_header").hasPrefix("HTTP/1.1 4") || line("oversized_header") == "(closed)", "\(result)")
+        #expect(line("many_headers").hasPrefix("HTTP/1.1 4") || line("many_headers") == "(closed)", "\(result)")
+        #expect(line("unknown_method").hasPrefix("HTTP/1.1 4"), "\(result)")
+        #expect(line("unknown_path").hasPrefix("HTTP/1.1 404"), "\(result)")
+        #expect(!line("garbage").hasPrefix("HTTP/1.1 2"), "\(result)")
+        #expect(line("sync_no_token").hasPrefix("HTTP/1.1 401"), "\(result)")
+        #expect(line("sync_wrong_token").hasPrefix("HTTP/1.1 401"), "\(result)")
+        #expect(!line("oversized_body").hasPrefix("HTTP/1.1 2"), "\(result)")
+        // The good client kept being served, promptly, all along.
+        let good = result["good_requests"]?.int ?? 0, ok = result["good_ok"]?.int ?? -1
+        #expect(good >= 10 && ok == good, "\(result)")
+        if case .double(let worst)? = result["good_max_seconds"] { #expect(worst < 2, "\(result)") }
+        // Bounded memory: the resident set after the attacks.
+        let rss = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8))?.split(separator: "\n")
+            .first { $0.hasPrefix("VmRSS:") }?.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+        #expect(rss > 0 && rss < 200_000, "RSS \(rss) kB")
+        // And a good client with the right token still gets its sync.
+        let sync = try await SystemCommandRunner().run(Command("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H",
+                                                                        "Authorization: Bearer right-token", "http://127.0.0.1:\(port)/sync"]))
+        #expect(sync.stdout == "202")
+    }
+}
