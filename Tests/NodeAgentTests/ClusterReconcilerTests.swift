@@ -281,3 +281,66 @@ struct ClusterReconcilerTests {
         #expect(entries.first?.condition?.reason == "NoKubeconfig")
     }
 }
+
+/// Property: for randomly generated valid Helm releases (names, versions, namespaces, values
+/// with awkward keys and strings, secret values), apply → observe → plan is empty, and a plan
+/// never touches a release that did not change.
+@Suite("Property: cluster reconcilers converge in one pass and stay converged", .serialized)
+struct ClusterPropertyTests {
+    struct Random {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return state >> 33
+        }
+        mutating func int(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+        mutating func pick<T>(_ items: [T]) -> T { items[int(items.count)] }
+    }
+
+    static let strings = ["plain", "yes", "no", "on", "0777", "1e3", "12:30", "~", "null", "- dash", "a: b", "x #y", "ünï €", "tab\there",
+                          "line\nbreak\n", "two\n\nlines", "'quoted'", "\"dq\"", "[x]", "{y}", "*star", "&amp", "!bang", "%pct", "@at", "`tick`",
+                          "", " lead", "trail ", "C:\\path", "https://e.example.com/a?b=c#d"]
+
+    static func value(_ r: inout Random, depth: Int) -> String {
+        switch r.int(depth > 2 ? 4 : 6) {
+        case 0: return String(r.int(100_000) - 50_000)
+        case 1: return r.pick(["true", "false", "null", "1.5", "-0.25"])
+        case 2, 3: return JSONValue.string(r.pick(strings)).jsonText
+        case 4: return "[" + (0..<r.int(4)).map { _ in value(&r, depth: depth + 1) }.joined(separator: ", ") + "]"
+        default:
+            return "{" + (0..<r.int(4)).map { i in "\(JSONValue.string(r.pick(strings) + "\(i)").jsonText): \(value(&r, depth: depth + 1))" }
+                .joined(separator: ", ") + "}"
+        }
+    }
+
+    static func releases(_ r: inout Random, count: Int) -> String {
+        (0..<count).map { i in
+            let name = "r\(i)-\(r.int(1000))"
+            var line = "    - {name: \(name), chart: c\(r.int(50)), repo: https://charts.example.com/\(r.int(9)), version: \"\(r.int(10)).\(r.int(20)).\(r.int(30))\", namespace: ns\(r.int(5))"
+            if r.int(2) == 0 { line += ", createNamespace: false" }
+            line += ", values: {app: \(value(&r, depth: 0)), \"dotted.key\": \(value(&r, depth: 1))}"
+            if r.int(3) == 0 { line += ", valuesSecrets: [{key: auth.password, file: /etc/nodeagent/secrets/postgres-password}]" }
+            return line + "}\n"
+        }.joined()
+    }
+
+    @Test func randomReleasesConvergeInOnePass() async throws {
+        let lab = try await ClusterLab()
+        defer { lab.stop() }
+        var r = Random(state: 0x5EED_2026_1126)
+        for round in 0..<12 {
+            let text = Self.releases(&r, count: 1 + r.int(5))
+            let state = try platform(releases: text, argocd: "")
+            let applied = try await lab.apply(state)
+            #expect(applied[.helm]?.condition?.status != .failed, "round \(round): \(String(describing: applied[.helm]))")
+            let plan = try await lab.plan(state)
+            #expect(plan[.helm]?.changes.isEmpty == true, "round \(round) is not converged after one apply:\n\(text)\n\(plan[.helm]?.changes.map(\.description) ?? [])")
+            // What was applied reads back as the values given (YAML written, the server's JSON read).
+            for release in state.spec.helmReleases ?? [] where release.values.members?.isEmpty == false {
+                let content = lab.chart(release.name.value)?["spec"]?["valuesContent"]?.string ?? ""
+                let parsed = JSONValue(try YAMLParser().parseDocument(Array(content.utf8), file: "valuesContent"))
+                #expect(parsed == release.values, "round \(round) \(release.name): \(content)")
+            }
+        }
+    }
+}
