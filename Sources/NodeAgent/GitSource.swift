@@ -94,6 +94,26 @@ struct GitSource: Sendable {
                                   message: "\(config.ref) moved to a commit that does not descend from the applied \(applied.prefix(12)) (a force-push?); roll back with git revert, or pin the commit, or set source.allowHistoryRewrite")
             }
         }
+        // The entry itself first: a regular file of a sane size, not a link or a submodule
+        // (git show would print a link's target, or fail, and take the blame elsewhere).
+        let entry = try await git(["ls-tree", "-l", "--full-tree", commit, "--", config.path])
+        let fields = entry.stdout.split(separator: "\t", maxSplits: 1).first?.split(separator: " ", omittingEmptySubsequences: true) ?? []
+        if entry.succeeded, fields.count == 4 {
+            switch fields[0] {
+            case "120000":
+                throw SourceError(reason: .invalid, commit: commit,
+                                  message: "\(config.path) is a symbolic link in the commit: refused (commit the file itself)")
+            case "160000":
+                throw SourceError(reason: .invalid, commit: commit, message: "\(config.path) is a submodule in the commit, not a file: refused")
+            case "040000":
+                throw SourceError(reason: .invalid, commit: commit, message: "\(config.path) is a directory in the commit, not a file")
+            default:
+                if let size = Int(fields[3]), size > FileReading.maxSize {
+                    throw SourceError(reason: .invalid, commit: commit,
+                                      message: "\(config.path) is \(size) bytes in the commit; a desired state may be at most \(FileReading.maxSize) bytes")
+                }
+            }
+        }
         let shown = try await git(["show", "\(commit):\(config.path)"], outputLimit: FileReading.maxSize)
         guard shown.succeeded else {
             throw SourceError(reason: .fileMissing, commit: commit, message: "\(config.path) is not in the commit: \(Self.lastLine(shown.stderr))")

@@ -104,6 +104,46 @@ struct GitSourceTests {
         #expect(error?.reason == .unreachable)
     }
 
+    /// Hostile commits: the state file as a symbolic link, a submodule, a directory, or far too
+    /// big. Each is refused with its reason; the last good revision stays what the agent has.
+    @Test func hostileCommitsAreRefusedWithTheReason() async throws {
+        let repo = try await Repo()
+        let good = try await repo.commit(Self.platform("good"))
+        let source = repo.source()
+        #expect(try await source.fetch().commit == good)
+        try await source.markApplied(good)
+        func expectRefused(_ contains: String) async {
+            let error = await failure(source)
+            #expect(error?.reason == .invalid, "\(String(describing: error))")
+            #expect(error?.message.contains(contains) == true, "\(String(describing: error))")
+            #expect(try! await source.appliedCommit() == good, "the last good revision is kept")
+        }
+        // A symbolic link to a file outside the repository.
+        try FileManager.default.removeItem(atPath: repo.work + "/platform.yaml")
+        try FileManager.default.createSymbolicLink(atPath: repo.work + "/platform.yaml", withDestinationPath: "/etc/shadow")
+        try await repo.git(["add", "platform.yaml"])
+        try await repo.git(["commit", "--quiet", "-m", "link"])
+        await expectRefused("platform.yaml is a symbolic link in the commit")
+        // A submodule (a gitlink) where the file should be.
+        try await repo.git(["rm", "--quiet", "--cached", "platform.yaml"])
+        try FileManager.default.removeItem(atPath: repo.work + "/platform.yaml")
+        try await repo.git(["update-index", "--add", "--cacheinfo", "160000,\(good),platform.yaml"])
+        try await repo.git(["commit", "--quiet", "-m", "submodule"])
+        await expectRefused("platform.yaml is a submodule in the commit")
+        // A directory.
+        try await repo.git(["rm", "--quiet", "--cached", "platform.yaml"])
+        try FileManager.default.createDirectory(atPath: repo.work + "/platform.yaml", withIntermediateDirectories: true)
+        try "x".write(toFile: repo.work + "/platform.yaml/inner", atomically: true, encoding: .utf8)
+        try await repo.git(["add", "platform.yaml/inner"])
+        try await repo.git(["commit", "--quiet", "-m", "directory"])
+        await expectRefused("platform.yaml is a directory in the commit")
+        // 17 MiB of YAML comments.
+        try await repo.git(["rm", "--quiet", "-r", "platform.yaml"])
+        let huge = Self.platform("huge") + String(repeating: "# padding padding padding padding padding padding padding\n", count: 17 * 1024 * 1024 / 58 + 1)
+        try await repo.commit(huge, message: "huge")
+        await expectRefused("a desired state may be at most \(FileReading.maxSize) bytes")
+    }
+
     @Test func aForcePushThatRewritesAppliedHistoryIsRefused() async throws {
         let repo = try await Repo()
         try await repo.commit(Self.platform("base"))
