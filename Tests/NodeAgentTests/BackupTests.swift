@@ -398,4 +398,30 @@ struct BackupTests {
         #expect(node.backupState.databases["app"]?.reason == "DumpFailed")
         await server.stop()
     }
+
+    /// A read-only state directory: every backup command fails with the reason and exit 1, and
+    /// the dumps already taken stay listed and whole.
+    @Test func aReadOnlyStateDirectoryFailsCleanly() async throws {
+        let server = try await PostgresServer()
+        let node = try Node(server: server)
+        let stateDir = node.root + "/var/lib/nodeagent/backups"
+        defer {
+            umount2(stateDir, Int32(MNT_DETACH))
+            node.remove()
+        }
+        try await server.sql("CREATE DATABASE app")
+        #expect(try await node.run(["backup", "run"]).exitCode == 0)
+        let before = try await node.list()
+        let dump = try Data(contentsOf: URL(fileURLWithPath: node.root + (before.first?["path"]?.string ?? "")))
+        try await runner.check(Command("mount", ["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", stateDir]))
+        for args in [["backup", "run"], ["backup", "drill"], ["backup", "restore", "--from", before.first?["path"]?.string ?? "", "--to", "copy"]] {
+            let r = try await node.run(args)
+            #expect(r.exitCode == 1, "\(args): \(r.stdout)\(r.stderr)")
+            #expect(r.stderr.contains("Read-only file system"), "\(args): \(r.stderr)")
+        }
+        #expect(try await node.list() == before)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: node.root + (before.first?["path"]?.string ?? ""))) == dump)
+        #expect(try await server.sql("SELECT count(*) FROM pg_database WHERE datname = 'copy'") == "0", "nothing was restored")
+        await server.stop()
+    }
 }
