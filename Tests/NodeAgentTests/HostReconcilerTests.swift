@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Testing
 import TestSupport
 import Reconcilers
@@ -228,6 +229,48 @@ struct HostReconcilerTests {
             #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["8443"])["tcp/8443"] == true)
             try await Task.sleep(for: .seconds(3.5))
             #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["8443", "22"]) == ["tcp/8443": false, "tcp/22": true])
+        }
+    }
+
+    /// `kill -9` of `nodeagent apply` at random moments (seeds printed), 50 times, while the
+    /// desired state flips between two versions (firewall ports, WireGuard peers, sysctl): then
+    /// one clean pass converges, the next plan is empty (every managed file whole and as
+    /// desired), and the firewall table is there and stays.
+    @Test func killedAtRandomMomentsTheNextPassConverges() async throws {
+        try await withLab { lab in
+            try await lab.listen(lab.vps, address: NetworkLab.vpsPublic, ports: ["8443"])
+            let a = try write(lab, platform(lab, peers: [Peer(name: "one", publicKey: try await newKey(lab).publicKey, allowedIP: "10.8.0.2/32")]))
+            let textB = platform(lab, publicTCP: [22, 80, 443, 8443], peers: [Peer(name: "two", publicKey: try await newKey(lab).publicKey, allowedIP: "10.8.0.3/32")])
+            let b = lab.root + "/platform-b.yaml"
+            try textB.write(toFile: b, atomically: true, encoding: .utf8)
+            var seed = UInt64(Date().timeIntervalSince1970 * 1000) & 0xFFFF_FFFF
+            print("kill -9 fault injection: seed \(seed)")
+            var killed = 0
+            for run in 0..<50 {
+                seed = seed &* 6364136223846793005 &+ 1442695040888963407
+                let delay = Int((seed >> 33) % 400)
+                let state = run % 2 == 0 ? a : b
+                let pid = try DetachedProcess.spawn(["/usr/sbin/ip", "netns", "exec", lab.vps, Binary.path, "apply", "--state", state,
+                                                     "--only", "os,firewall,wireguard", "--revert-after", "2s", "--root", lab.root])
+                try await Task.sleep(for: .milliseconds(delay))
+                if kill(pid, SIGKILL) == 0 { killed += 1 }
+                _ = await DetachedProcess.waitForExit(pid, timeout: .seconds(30))
+            }
+            print("kill -9 fault injection: \(killed) of 50 runs killed")
+            // Any revert armed by a killed run fires within its bound; then one clean pass.
+            try await Task.sleep(for: .seconds(3))
+            let final = try await nodeagent(lab, ["apply", "--state", b, "--only", "os,firewall,wireguard", "--revert-after", "2s"])
+            #expect(final.exitCode == 0, "\(final.stdout)\(final.stderr)")
+            try await Task.sleep(for: .seconds(3))   // past any revert bound: the change stays
+            let plan = try await nodeagent(lab, ["plan", "--state", b, "--only", "os,firewall,wireguard"])
+            #expect(plan.exitCode == 0, "converged and stays so: \(plan.stdout)\(plan.stderr)")
+            #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["8443", "22"]) == ["tcp/8443": true, "tcp/22": true])
+            // The empty plan says every managed file holds exactly its desired content. A temp file
+            // of an atomic write killed before its rename is never a live file: count them.
+            let leftovers = (FileManager.default.enumerator(atPath: lab.root)?.allObjects as? [String] ?? []).filter { $0.contains(".nodeagent-") }
+            print("kill -9 fault injection: \(leftovers.count) temp files of interrupted writes left beside the live ones")
+            let table = try await lab.inside(lab.vps, ["nft", "list", "table", "inet", "nodeagent"])
+            #expect(table.exitCode == 0 && table.stdout.contains("8443"))
         }
     }
 
