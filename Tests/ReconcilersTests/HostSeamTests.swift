@@ -205,3 +205,23 @@ struct TimestampTests {
         }
     }
 }
+
+@Suite("Atomic writes clean up after interrupted ones")
+struct StaleTempTests {
+    @Test func aStaleTempFileOfTheSameFileIsRemovedByTheNextWrite() throws {
+        let root = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let files = RootedFileSystem(root: root)
+        try files.write("/etc/app.conf", Array("one\n".utf8), mode: 0o644)
+        // What a write killed before its rename leaves: an old one, a fresh one, and another file's.
+        for (name, age) in [(".app.conf.nodeagent-AbC123", 3600.0), (".app.conf.nodeagent-XyZ789", 0.0), (".other.nodeagent-QqQ111", 3600.0)] {
+            let path = root + "/etc/" + name
+            _ = FileManager.default.createFile(atPath: path, contents: Data("partial".utf8))
+            try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-age)], ofItemAtPath: path)
+        }
+        try files.write("/etc/app.conf", Array("two\n".utf8), mode: 0o644)
+        let left = try FileManager.default.contentsOfDirectory(atPath: root + "/etc").sorted()
+        #expect(left == [".app.conf.nodeagent-XyZ789", ".other.nodeagent-QqQ111", "app.conf"], "the old one of this file goes; a fresh one and another file's stay")
+        #expect(try files.read("/etc/app.conf") == Array("two\n".utf8))
+    }
+}
