@@ -121,26 +121,22 @@ public struct RootedFileSystem: FileSystem {
             throw error
         }
         syncDirectory(directory)
-        removeStaleTemps(of: String(full[full.index(after: slash)...]), in: directory)
+        let nodeSlash = path.lastIndex(of: "/")!
+        removeStaleTemps(of: String(path[path.index(after: nodeSlash)...]),
+                         in: nodeSlash == path.startIndex ? "/" : String(path[..<nodeSlash]))
     }
 
     /// Temp files of earlier writes of the same file that a `kill -9` stopped before their
     /// rename: never live, but left behind. Any older than a minute goes (a younger one may
     /// belong to a write in progress, the daemon's or a command's).
     private func removeStaleTemps(of name: String, in directory: String) {
-        guard let dir = opendir(directory) else { return }
-        defer { closedir(dir) }
         let prefix = ".\(name).nodeagent-"
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        while let entry = readdir(dir) {
-            let entryName = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
-            }
-            guard entryName.hasPrefix(prefix), entryName.count == prefix.count + 6 else { continue }
+        for entry in ((try? list(directory)) ?? nil ?? []) where entry.hasPrefix(prefix) && entry.count == prefix.count + 6 {
             var st = stat()
-            let path = "\(directory)/\(entryName)"
-            if lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, now.tv_sec - st.st_mtim.tv_sec > 60 { unlink(path) }
+            let full = hostPath("\(directory == "/" ? "" : directory)/\(entry)")
+            if lstat(full, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, now.tv_sec - st.st_mtim.tv_sec > 60 { unlink(full) }
         }
     }
 
