@@ -87,15 +87,7 @@ public struct AlertingReconciler: Reconciler {
             collections += [ClusterRender.prometheusRuleRef(namespace: namespace), ClusterRender.serviceMonitorRef(namespace: namespace)]
         }
         let observed = try await ObjectSync.observe(objects, api: api, owner: Self.name, collections: collections)
-        let mark = ["metadata", "annotations", ReleaseHealth.specAppliedAnnotation]
-        for i in objects.indices where objects[i].ref.plural == "helmchartconfigs" {
-            let current = observed.current[objects[i].ref]
-            if let current, current["spec"].map({ ObjectSync.matches(objects[i].body["spec"] ?? .null, $0) }) == true {
-                if let kept = current[mark] { objects[i].body[mark] = kept }
-            } else {
-                objects[i].body[mark] = .string(host.clock.now().rfc3339)
-            }
-        }
+        ObjectSync.markChanges(&objects, observed, plural: "helmchartconfigs", now: host.clock.now())
         return (objects, observed, namespaceExists, ready)
     }
 

@@ -186,7 +186,7 @@ public struct PostgresBackups: Sendable {
     /// Checksum, rename into place, then the manifest: from here on it is a backup.
     func seal(partial: String, name: String, folder: String, database: String, started: Timestamp, version: String,
               tools: PostgresTools, tables: [BackupManifest.Table]) async throws -> BackupManifest {
-        let sha = try await Offload.run { try K3sBinary.sha256(hostPath(partial)) ?? "" }
+        let sha = try await Offload.run { try Digest.sha256Hex(file: hostPath(partial)) ?? "" }
         let size = Self.size(hostPath(partial))
         guard rename(hostPath(partial), hostPath("\(folder)/\(name)")) == 0 else {
             throw FileSystemError(operation: "rename", path: hostPath(partial), errno: errno)
@@ -294,7 +294,7 @@ public struct PostgresBackups: Sendable {
     }
 
     func restore(_ entry: BackupStore.Entry, into database: String, target: PostgresTarget, replace: Bool) async throws {
-        let actual = try await Offload.run { try K3sBinary.sha256(hostPath(entry.path)) }
+        let actual = try await Offload.run { try Digest.sha256Hex(file: hostPath(entry.path)) }
         guard let actual else { throw PostgresError(reason: "NoBackup", message: "\(entry.path) does not exist") }
         guard actual == entry.manifest.sha256 else {
             throw PostgresError(reason: "ChecksumMismatch",

@@ -81,6 +81,28 @@ enum ObjectSync {
         }
     }
 
+    /// Stamps `ReleaseHealth.specAppliedAnnotation` on the objects of kind `plural` whose desired
+    /// state changed (their spec, a field dropped, or whatever `alsoChanged` says), with `now`;
+    /// an unchanged object keeps its mark. An install Job older than the mark ran for an
+    /// earlier desired state.
+    static func markChanges(_ objects: inout [KubeObject], _ observed: ObjectsObservation, plural: String, now: Timestamp,
+                            alsoChanged: (KubeObject) -> Bool = { _ in false }) {
+        let mark = ["metadata", "annotations", ReleaseHealth.specAppliedAnnotation]
+        let digest = ["metadata", "annotations", KubeObject.appliedAnnotation]
+        for i in objects.indices where objects[i].ref.plural == plural {
+            let current = observed.current[objects[i].ref]
+            let unchanged = current.map { current in
+                current["spec"].map { matches(objects[i].body["spec"] ?? .null, $0) } == true
+                    && current[digest] == objects[i].stamped[digest] && !alsoChanged(objects[i])
+            } ?? false
+            if unchanged {
+                if let kept = current?[mark] { objects[i].body[mark] = kept }
+            } else {
+                objects[i].body[mark] = .string(now.rfc3339)
+            }
+        }
+    }
+
     // MARK: -
 
     static func applyKey(_ object: KubeObject) -> String { "apply \(object.subject)" }

@@ -53,21 +53,8 @@ public struct HelmReconciler: Reconciler {
         let changedValues = Set(objects.filter { $0.isSecret }.compactMap { object -> String? in
             observed.current[object.ref]?["data"] == object.body["data"] ? nil : object.ref.name
         })
-        let mark = ["metadata", "annotations", ReleaseHealth.specAppliedAnnotation]
-        let digest = ["metadata", "annotations", KubeObject.appliedAnnotation]
-        for i in objects.indices where objects[i].ref.plural == "helmcharts" {
-            let name = objects[i].ref.name ?? ""
-            let current = observed.current[objects[i].ref]
-            let unchanged = current.map { current in
-                current["spec"].map { ObjectSync.matches(objects[i].body["spec"] ?? .null, $0) } == true
-                    && current[digest] == objects[i].stamped[digest]
-                    && !changedValues.contains(ClusterRender.valuesSecretName(name))
-            } ?? false
-            if unchanged {
-                if let kept = current?[mark] { objects[i].body[mark] = kept }
-            } else {
-                objects[i].body[mark] = .string(host.clock.now().rfc3339)
-            }
+        ObjectSync.markChanges(&objects, observed, plural: "helmcharts", now: host.clock.now()) {
+            changedValues.contains(ClusterRender.valuesSecretName($0.ref.name ?? ""))
         }
         return (objects, observed)
     }

@@ -8,28 +8,6 @@ import KubeClient
 /// The K3s binary's file operations, on real paths and streamed (it is about 70 MB): hash,
 /// download-and-verify, install by rename, copy for the rollback snapshot.
 enum K3sBinary {
-    /// The file's SHA-256, or nil when it does not exist.
-    static func sha256(_ path: String) throws(FileSystemError) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            if errno == ENOENT { return nil }
-            throw FileSystemError(operation: "open", path: path, errno: errno)
-        }
-        defer { close(fd) }
-        var hash = Digest.Running()
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw FileSystemError(operation: "read", path: path, errno: errno)
-            }
-            if n == 0 { break }
-            hash.update(Array(buffer[0..<n]))
-        }
-        return hash.finalize()
-    }
-
     /// Downloads `url` into `temp` (mode 0600: not executable until verified) and checks its
     /// SHA-256. On any failure the partial file is removed and nothing else was touched.
     static func fetch(_ url: String, to temp: String, expect sha256: String, log: @escaping @Sendable (String) -> Void) async throws {

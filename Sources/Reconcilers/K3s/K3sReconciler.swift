@@ -78,7 +78,7 @@ public struct K3sReconciler: Reconciler {
 
     public func observe(_ desired: Desired) async throws -> Observed {
         let record = K3sRecord(try host.files.read(K3sFiles.record))
-        let sha = try K3sBinary.sha256(hostPath(K3sFiles.binary))
+        let sha = try Digest.sha256Hex(file: hostPath(K3sFiles.binary))
         let active = try await host.services.isActive(K3sFiles.unitName)
         let readiness = active ? await notReady(node: desired.nodeName, version: desired.spec.version.description)
                                : (reason: "\(K3sFiles.unitName) is not running", nodeVersion: nil)
@@ -152,7 +152,7 @@ public struct K3sReconciler: Reconciler {
             try await K3sBinary.fetch(K3sFiles.url(desired.spec), to: hostPath(K3sFiles.download), expect: desired.spec.sha256.hex, log: options.log)
         }
         // 2. A snapshot of what runs now, for the rollback.
-        let currentSHA = try K3sBinary.sha256(hostPath(K3sFiles.binary))
+        let currentSHA = try Digest.sha256Hex(file: hostPath(K3sFiles.binary))
         let canRollBack = currentSHA != nil && changesFiles
         if canRollBack { try snapshot(version: await installedVersion(sha: currentSHA, record: record)) }
         // 3. The change, then 4. Ready in time — any failure on the way counts as not Ready.
@@ -199,7 +199,7 @@ public struct K3sReconciler: Reconciler {
     public func verify(_ desired: Desired) async throws -> Condition {
         let record = K3sRecord(try host.files.read(K3sFiles.record))
         if record.failedDigest == desired.digest {
-            let sha = try K3sBinary.sha256(hostPath(K3sFiles.binary))
+            let sha = try Digest.sha256Hex(file: hostPath(K3sFiles.binary))
             return rolledBackCondition(record, running: await installedVersion(sha: sha, record: record))
         }
         if let why = await notReady(node: desired.nodeName, version: desired.spec.version.description).reason {
