@@ -54,12 +54,15 @@ let package = Package(
         ], swiftSettings: strict),
         // Fixture paths and temp directories for the test targets.
         .target(name: "TestSupport", dependencies: ["Reconcilers"], path: "Tests/TestSupport", swiftSettings: strict),
+        // libFuzzer targets (scripts/fuzz) and the regression tests that replay their corpora.
+        .target(name: "FuzzTargets", dependencies: ["YAML", "KubeClient", "Reconcilers"], path: "Tests/FuzzTargets", swiftSettings: strict),
+        .executableTarget(name: "Fuzz", dependencies: ["FuzzTargets", "YAML"], path: "Tests/Fuzz", swiftSettings: strict),
         .testTarget(name: "YAMLTests", dependencies: ["YAML"], swiftSettings: strict),
         // A Kubernetes API server for tests (TLS by socat in front of an HTTP core).
         .target(name: "KubeTestServer", dependencies: ["YAML", "Reconcilers", "TestSupport"], path: "Tests/KubeTestServer",
                 swiftSettings: strict),
         .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "YAML", "TestSupport", "KubeTestServer"], swiftSettings: strict),
-        .testTarget(name: "ReconcilersTests", dependencies: ["Reconcilers", "YAML", "TestSupport"],
+        .testTarget(name: "ReconcilersTests", dependencies: ["Reconcilers", "YAML", "TestSupport", "FuzzTargets"],
                     swiftSettings: strict),
         // Depends on the executable so `swift test` always builds the `nodeagent` binary it runs.
         .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "Reconcilers", "KubeClient", "YAML", "TestSupport", "KubeTestServer"],

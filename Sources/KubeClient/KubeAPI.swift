@@ -6,7 +6,7 @@ internal import Foundation
 public import YAML
 
 /// A `metav1.Status` failure from the API server: code, reason, message.
-public struct KubeStatusError: Error, Sendable, CustomStringConvertible {
+public struct KubeStatusError: Error, Sendable, Equatable, CustomStringConvertible {
     public var code: Int
     /// `NotFound`, `AlreadyExists`, `Conflict`, `Invalid`, `Forbidden`, `TooManyRequests`…
     public var reason: String
@@ -17,10 +17,15 @@ public struct KubeStatusError: Error, Sendable, CustomStringConvertible {
     public var description: String { "\(code) \(reason): \(message)" }
 
     init(_ response: HTTPResponse) {
-        let body = JSONValue.parse(response.body)
-        code = body?["code"]?.int ?? response.status
-        reason = body?["reason"]?.string ?? "HTTP\(response.status)"
-        message = body?["message"]?.string ?? String(decoding: response.body.prefix(300), as: UTF8.self)
+        self.init(status: response.status, body: response.body)
+    }
+
+    /// From a failed response: its `metav1.Status` body, or the HTTP status and the body's start.
+    package init(status: Int, body bytes: [UInt8]) {
+        let body = JSONValue.parse(bytes)
+        code = body?["code"]?.int ?? status
+        reason = body?["reason"]?.string ?? "HTTP\(status)"
+        message = body?["message"]?.string ?? String(decoding: bytes.prefix(300), as: UTF8.self)
     }
 }
 
@@ -33,6 +38,48 @@ public enum WatchEvent: Sendable, Equatable {
     case bookmark(resourceVersion: String)
     /// The whole collection as it is now: at the start, and after a 410 Gone.
     case relisted([JSONValue])
+}
+
+/// One line of a watch stream (`{"type": …, "object": …}`), decoded.
+package enum WatchLine: Sendable, Equatable {
+    case event(WatchEvent, resourceVersion: String?)
+    /// `ERROR` with code 410: the version is too old, relist.
+    case gone
+    case failed(KubeStatusError)
+    /// Not JSON, no type or object, or a type this client does not know.
+    case ignored
+
+    package init(_ line: [UInt8]) {
+        guard let event = JSONValue.parse(line), let type = event["type"]?.string, let object = event["object"] else {
+            self = .ignored
+            return
+        }
+        if type == "ERROR" {
+            if object["code"]?.int == 410 {
+                self = .gone
+            } else {
+                self = .failed(KubeStatusError(code: object["code"]?.int ?? 500, reason: object["reason"]?.string ?? "Error",
+                                               message: object["message"]?.string ?? ""))
+            }
+            return
+        }
+        let version = object["metadata"]?["resourceVersion"]?.string
+        switch type {
+        case "ADDED": self = .event(.added(object), resourceVersion: version)
+        case "MODIFIED": self = .event(.modified(object), resourceVersion: version)
+        case "DELETED": self = .event(.deleted(object), resourceVersion: version)
+        case "BOOKMARK": self = .event(.bookmark(resourceVersion: version ?? ""), resourceVersion: version)
+        default: self = .ignored
+        }
+    }
+}
+
+extension WatchEvent {
+    /// A bookmark carries the stream's latest version (a bookmark object without one keeps it).
+    func withBookmark(_ version: String) -> WatchEvent {
+        if case .bookmark = self { return .bookmark(resourceVersion: version) }
+        return self
+    }
 }
 
 /// How failed requests are retried: connection failures, 429 and 5xx, with capped exponential
@@ -179,21 +226,15 @@ public final class KubeAPI: Sendable {
                     while let newline = buffer.firstIndex(of: 10) {
                         let line = Array(buffer[..<newline])
                         buffer.removeFirst(newline + 1)
-                        guard let event = JSONValue.parse(line), let type = event["type"]?.string, let object = event["object"] else { continue }
-                        if type == "ERROR" {
-                            if object["code"]?.int == 410 { version = nil; break lines }
-                            throw KubeStatusError(code: object["code"]?.int ?? 500, reason: object["reason"]?.string ?? "Error",
-                                                  message: object["message"]?.string ?? "")
+                        switch WatchLine(line) {
+                        case .ignored: continue
+                        case .gone: version = nil; break lines
+                        case .failed(let error): throw error
+                        case .event(let event, let resourceVersion):
+                            if let resourceVersion { version = resourceVersion }
+                            emit(event.withBookmark(version ?? ""))
+                            failures = 0
                         }
-                        if let rv = object["metadata"]?["resourceVersion"]?.string { version = rv }
-                        switch type {
-                        case "ADDED": emit(.added(object))
-                        case "MODIFIED": emit(.modified(object))
-                        case "DELETED": emit(.deleted(object))
-                        case "BOOKMARK": emit(.bookmark(resourceVersion: version ?? ""))
-                        default: continue
-                        }
-                        failures = 0
                     }
                 }
             } catch let error as StreamStatusError where error.response.status == 410 {

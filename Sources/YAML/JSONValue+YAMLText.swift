@@ -11,7 +11,8 @@ extension JSONValue {
         case .object(let m) where !m.isEmpty: Self.writeMapping(m, indent: 0, into: &out)
         case .array(let a) where !a.isEmpty: Self.writeSequence(a, indent: 0, into: &out)
         default:
-            out += inlineScalar(indent: 0)
+            // A literal block's lines are indented even here: at column 0 they would end it.
+            out += inlineScalar(indent: 2)
             out += "\n"
         }
         return out

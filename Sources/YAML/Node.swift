@@ -121,6 +121,10 @@ public enum ResolvedScalar: Sendable, Equatable {
         case "", "~", "null", "Null", "NULL": self = .null
         case "true", "True", "TRUE": self = .bool(true)
         case "false", "False", "FALSE": self = .bool(false)
+        // The core schema's special floats (what `yamlText` writes for them).
+        case ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF": self = .float(.infinity)
+        case "-.inf", "-.Inf", "-.INF": self = .float(-.infinity)
+        case ".nan", ".NaN", ".NAN": self = .float(.nan)
         default:
             if let i = ResolvedScalar.integer(s.text) {
                 self = .int(i)

@@ -73,6 +73,10 @@ enum TextCheck {
                     line += 1
                     column = 1
                 } else {
+                    if b == 0x0D && (i + 1 == n || bytes[i + 1] != 0x0A) {
+                        throw Diagnostic(file: file, mark: Mark(line: line, column: column), code: .binary,
+                                         message: "a carriage return without a line feed: YAML counts it as a line break, editors do not; save the file with LF (or CRLF) line endings")
+                    }
                     if (b < 0x20 && b != 0x09 && b != 0x0D) || b == 0x7F {
                         throw Diagnostic(file: file, mark: Mark(line: line, column: column), code: .binary,
                                          message: "control character 0x\(hex(b)) in the text: this looks like a binary file, not YAML")
@@ -86,6 +90,14 @@ enum TextCheck {
             guard length > 0 else {
                 throw Diagnostic(file: file, mark: Mark(line: line, column: column), code: .notUTF8,
                                  message: "invalid UTF-8 byte 0x\(hex(bytes[i])): the file must be UTF-8 text")
+            }
+            // NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR: line breaks to YAML 1.1 (and to libyaml's
+            // line numbers), invisible text to an editor.
+            let scalar = bytes[i..<(i + length)]
+            if scalar.elementsEqual([0xC2, 0x85]) || scalar.elementsEqual([0xE2, 0x80, 0xA8]) || scalar.elementsEqual([0xE2, 0x80, 0xA9]) {
+                let name = length == 2 ? "U+0085 (NEXT LINE)" : (bytes[i + 2] == 0xA8 ? "U+2028 (LINE SEPARATOR)" : "U+2029 (PARAGRAPH SEPARATOR)")
+                throw Diagnostic(file: file, mark: Mark(line: line, column: column), code: .binary,
+                                 message: "\(name) in the text: YAML counts it as a line break, editors do not; inside a double-quoted string, write it as an escape (\\u2028)")
             }
             i += length
             column += 1

@@ -20,6 +20,20 @@ struct YAMLTextTests {
         #expect(try roundTrip(value) == value, "\(value.yamlText)")
     }
 
+    /// Found by fuzzing: a multi-line string alone was a literal block with its lines at column 0,
+    /// which ends the block; and `.inf` was written for infinity but read back as a string.
+    @Test func aMultiLineStringAloneAndTheSpecialFloatsReadBack() throws {
+        for s in ["api\n\nvps-1}", "a\nb\n", "x\n  y"] {
+            #expect(try roundTrip(.string(s)) == .string(s), "\(JSONValue.string(s).yamlText)")
+        }
+        let floats = JSONValue.object(["inf": .double(.infinity), "minus": .double(-.infinity), "big": .double(1e300)])
+        #expect(try roundTrip(floats) == floats, "\(floats.yamlText)")
+        guard case .double(let nan) = try roundTrip(.double(.nan)) else { Issue.record("NaN did not read back as a float"); return }
+        #expect(nan.isNaN)
+        // As YAML 1.2's core schema says: quoted, they stay strings.
+        #expect(JSONValue(try YAMLParser().parseDocument(Array("a: '.inf'\n".utf8), file: "t")) == .object(["a": .string(".inf")]))
+    }
+
     @Test func scalarsListsAndMapsKeepTheirTypes() throws {
         let value = JSONValue.object([
             "int": .int(-42), "double": .double(2.5), "bool": .bool(false), "null": .null, "empty map": .object([]), "empty list": .array([]),

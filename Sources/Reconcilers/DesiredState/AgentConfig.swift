@@ -1,49 +1,48 @@
-import ArgumentParser
-import Reconcilers
-import YAML
+public import YAML
 
 /// `/etc/nodeagent/agent.yaml`: where the desired state comes from and how the daemon runs.
 /// The field names are the contract of DESIGN.md's "Agent config".
-struct AgentConfig: Sendable, Equatable {
-    struct Source: Sendable, Equatable {
+package struct AgentConfig: Sendable, Equatable {
+    package struct Source: Sendable, Equatable {
         /// Any URL git understands, `file://` included.
-        var repo: String
+        package var repo: String
         /// The branch or tag to follow.
-        var ref: String
+        package var ref: String
         /// Hold this exact commit instead of following `ref`.
-        var commit: String?
+        package var commit: String?
         /// Path of platform.yaml in the repository.
-        var path: String
-        var deployKeyFile: AbsolutePath?
+        package var path: String
+        package var deployKeyFile: AbsolutePath?
         /// With it, only commits signed by a listed key apply (`git verify-commit`).
-        var allowedSignersFile: AbsolutePath?
+        package var allowedSignersFile: AbsolutePath?
         /// Accept a ref that moved to a commit not descending from the applied one.
-        var allowHistoryRewrite: Bool
-    }
+        package var allowHistoryRewrite: Bool
 
-    var source: Source
-    var poll: TimeSpan
-    var drift: TimeSpan
-    var stateDirectory: AbsolutePath
-    var kubeconfig: AbsolutePath
-
-    static let defaultPath = "/etc/nodeagent/agent.yaml"
-
-    static func load(path: String) throws(DiagnosticsError) -> AgentConfig {
-        try parse(try FileReading.read(path), file: path)
-    }
-
-    /// For commands: loads, or prints every problem at FILE:LINE:COL and exits 1.
-    static func loadForCommand(path: String) throws -> AgentConfig {
-        do {
-            return try load(path: path)
-        } catch {
-            for d in error.diagnostics { Terminal.error(d.description) }
-            throw ExitCode.failure
+        package init(repo: String, ref: String, commit: String?, path: String, deployKeyFile: AbsolutePath?,
+                     allowedSignersFile: AbsolutePath?, allowHistoryRewrite: Bool) {
+            self.repo = repo
+            self.ref = ref
+            self.commit = commit
+            self.path = path
+            self.deployKeyFile = deployKeyFile
+            self.allowedSignersFile = allowedSignersFile
+            self.allowHistoryRewrite = allowHistoryRewrite
         }
     }
 
-    static func parse(_ bytes: [UInt8], file: String) throws(DiagnosticsError) -> AgentConfig {
+    package var source: Source
+    package var poll: TimeSpan
+    package var drift: TimeSpan
+    package var stateDirectory: AbsolutePath
+    package var kubeconfig: AbsolutePath
+
+    package static let defaultPath = "/etc/nodeagent/agent.yaml"
+
+    package static func load(path: String) throws(DiagnosticsError) -> AgentConfig {
+        try parse(try FileReading.read(path), file: path)
+    }
+
+    package static func parse(_ bytes: [UInt8], file: String) throws(DiagnosticsError) -> AgentConfig {
         let root = try YAMLParser().parseDocument(bytes, file: file)
         let context = DecodeContext(file: file, root: root)
         do {
@@ -55,7 +54,7 @@ struct AgentConfig: Sendable, Equatable {
 }
 
 extension AgentConfig: YAMLDecodable {
-    init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
+    package init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
         let r = try MappingReader(node, path: path, context: context,
                                   keys: ["apiVersion", "kind", "source", "intervals", "stateDirectory", "kubeconfig"])
         let apiVersion: String = try r.required("apiVersion")
@@ -88,7 +87,7 @@ extension AgentConfig: YAMLDecodable {
 }
 
 extension AgentConfig.Source: YAMLDecodable {
-    init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
+    package init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
         let r = try MappingReader(node, path: path, context: context,
                                   keys: ["repo", "ref", "commit", "path", "deployKeyFile", "allowedSignersFile", "allowHistoryRewrite"])
         repo = try r.required("repo")
