@@ -21,6 +21,10 @@ struct NodeAgent: AsyncParsableCommand {
     /// Like ArgumentParser's, except that a usage error exits 1, not 64: every command
     /// documents 1 as "error" (and `plan` keeps 2 for "changes pending").
     static func main() async {
+        // A child that exits without reading its input (nft, wg, pg_restore) must not kill us
+        // with SIGPIPE: the write fails with EPIPE and the child's exit status tells the story.
+        // Children start with every signal at its default again (swift-subprocess resets them).
+        signal(SIGPIPE, SIG_IGN)
         var command: any ParsableCommand
         do {
             command = try parseAsRoot()

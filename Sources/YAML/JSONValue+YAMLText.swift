@@ -34,7 +34,9 @@ extension JSONValue {
                 // The first key on the dash's line, the others under it.
                 var nested = ""
                 writeMapping(m, indent: indent + 2, into: &nested)
-                out += pad + "- " + nested.dropFirst(indent + 2)
+                // By scalars, not Characters: a key starting with a combining mark forms one
+                // Character with the space before it.
+                out += pad + "- " + String(nested.unicodeScalars.dropFirst(indent + 2))
             case .array(let a) where !a.isEmpty:
                 out += pad + "-\n"
                 writeSequence(a, indent: indent + 2, into: &out)
@@ -96,7 +98,7 @@ extension JSONValue {
     /// `|` (one final newline) or `|-` (none), when the text has no characters a block
     /// cannot carry as they are; nil otherwise.
     private static func literalBlock(_ s: String, indent: Int) -> String? {
-        guard s.contains("\n"), !s.hasSuffix("\n\n"), !s.hasPrefix(" "), !s.hasPrefix("\n") else { return nil }
+        guard s.contains("\n"), !s.hasSuffix("\n\n"), s.unicodeScalars.first != " ", !s.hasPrefix("\n") else { return nil }
         guard s.unicodeScalars.allSatisfy({ $0 == "\n" || ($0.value >= 0x20 && $0.value != 0x7F && $0 != "\u{FEFF}"
                                                            && $0 != "\u{85}" && $0 != "\u{2028}" && $0 != "\u{2029}") }) else { return nil }
         let pad = String(repeating: " ", count: indent)

@@ -231,13 +231,19 @@ struct BackupTests {
         await server.stop()
     }
 
-    @Test func killedMidDumpAndServerDownLoseNothing() async throws {
+    /// A server with database `app` (1000 rows), a node keeping 1 dump, and its first dump taken.
+    func backedUpApp() async throws -> (PostgresServer, Node) {
         let server = try await PostgresServer()
         let node = try Node(server: server, keep: 1)
-        defer { node.remove() }
         try await server.sql("CREATE DATABASE app")
         try await server.sql("CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 1000);", db: "app")
         #expect(try await node.run(["backup", "run"]).exitCode == 0)
+        return (server, node)
+    }
+
+    @Test func killedMidDumpAndServerDownLoseNothing() async throws {
+        let (server, node) = try await backedUpApp()
+        defer { node.remove() }
         let good = try await node.list()
         #expect(good.count == 1)
 
@@ -396,6 +402,46 @@ struct BackupTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: node.root + (good.first?["path"]?.string ?? ""))) == goodBytes)
         #expect(!(try FileManager.default.contentsOfDirectory(atPath: folder + "/app")).contains { $0.hasPrefix(".partial-") })
         #expect(node.backupState.databases["app"]?.reason == "DumpFailed")
+        await server.stop()
+    }
+
+    /// pg_dump that fails, hangs (ignoring SIGTERM), writes garbage and exits 0, or crashes: a
+    /// stand-in bind-mounted over the server's bin directory in a private mount namespace. Each
+    /// run fails with the reason, within the (test-capped) timeout, reaps what hung, seals no
+    /// dump and leaves no partial file; the good dump stays listed. Then the real one works.
+    @Test func pgDumpFailingHangingOrLyingLosesNothing() async throws {
+        let (server, node) = try await backedUpApp()
+        defer { node.remove() }
+        let good = try await node.list()
+        let folder = node.root + "/var/backups/nodeagent/postgres/app"
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder).sorted()
+        let expected: [StandInTool.Mode: String] = [.fail: "DumpFailed: pg_dump of app failed: Error: stand-in pg_dump refuses",
+                                                   .hang: "timed out after 1.5 seconds", .garbage: "DumpUnreadable: pg_restore --list",
+                                                   .crash: "DumpFailed: pg_dump of app failed: killed by signal 11"]
+        for mode in StandInTool.Mode.allCases {
+            let standIn = try StandInTool("pg_dump", real: server.bin + "/pg_dump", match: "--snapshot", mode: mode,
+                                          copies: [server.bin + "/pg_dumpall", server.bin + "/pg_restore"], copyReal: true)
+            defer { standIn.remove() }
+            let started = ContinuousClock.now
+            let r = try await SystemCommandRunner().run(Command("unshare", ["--mount", "sh", "-c", "mount --bind \"$0\" \"$1\" && shift && exec \"$@\"",
+                                                                            standIn.directory, server.bin, Binary.path, "backup", "run",
+                                                                            "--state", node.state, "--root", node.root],
+                                                                environment: ["NODEAGENT_TEST_COMMAND_TIMEOUT_MS": "1500"], timeout: .seconds(60)))
+            print("fault pg_dump \(mode): exit \(r.exitCode.map(String.init) ?? "signal") in \(ContinuousClock.now - started): \(r.stdout.split(separator: "\n").first ?? "")")
+            #expect(r.exitCode == 1, "\(mode): \(r.stdout)\(r.stderr)")
+            #expect(r.stdout.contains("app: FAILED"), "\(mode): \(r.stdout)")
+            #expect(r.stdout.contains(expected[mode] ?? "?"), "\(mode): \(r.stdout)")
+            if mode == .hang {
+                #expect(standIn.hangs() == 1)
+                try await Task.sleep(for: .milliseconds(200))
+                #expect(standIn.survivors().isEmpty, "pg_dump was left running: \(standIn.survivors())")
+            }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: folder).sorted() == files, "\(mode): a file was added or lost")
+            #expect(try await node.list() == good)
+        }
+        let real = try await node.run(["backup", "run"])
+        #expect(real.exitCode == 0, "\(real.stdout)\(real.stderr)")
+        #expect(try await node.list() != good)
         await server.stop()
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import TestSupport
 @testable import Reconcilers
@@ -47,20 +48,24 @@ struct HostPlanTests {
     }
 
     static let dump = """
-        cHJpdmF0ZQ==\tSERVERPUB=\t51820\toff
-        PEERA=\t(none)\t198.51.100.2:40000\t10.8.0.2/32\t1764100000\t100\t200\t25
-        PEERB=\t(none)\t(none)\t10.8.0.3/32,10.9.0.0/24\t0\t0\t0\toff
+        cHJpdmF0ZWtleXByaXZhdGVrZXlwcml2YXRla2V5eHg=\tU0VSVkVSUFVCU0VSVkVSUFVCU0VSVkVSUFVCU0VSVkU=\t51820\toff
+        UEVFUkFQRUVSQVBFRVJBUEVFUkFQRUVSQVBFRVJBUEU=\t(none)\t198.51.100.2:40000\t10.8.0.2/32\t1764100000\t100\t200\t25
+        UEVFUkJQRUVSQlBFRVJCUEVFUkJQRUVSQlBFRVJCUEU=\t(none)\t(none)\t10.8.0.3/32,10.9.0.0/24\t0\t0\t0\toff
 
         """
 
     @Test func wgDumpParses() throws {
         let d = try #require(WireGuardDevice.parse(dump: Self.dump))
-        #expect(d.publicKey == "SERVERPUB=")
-        #expect(!"\(d)".contains("cHJpdmF0ZQ=="), "an observation must never print the private key")
+        #expect(d.publicKey == "U0VSVkVSUFVCU0VSVkVSUFVCU0VSVkVSUFVCU0VSVkU=")
+        #expect(!"\(d)".contains("cHJpdmF0ZWtleXByaXZhdGVrZXlwcml2YXRla2V5eHg="), "an observation must never print the private key")
         #expect(d.listenPort == 51820)
-        #expect(d.peers.map(\.publicKey) == ["PEERA=", "PEERB="])
+        #expect(d.peers.map(\.publicKey) == ["UEVFUkFQRUVSQVBFRVJBUEVFUkFQRUVSQVBFRVJBUEU=", "UEVFUkJQRUVSQlBFRVJCUEVFUkJQRUVSQlBFRVJCUEU="])
         #expect(d.peers[0].persistentKeepalive == 25 && d.peers[0].latestHandshake == 1_764_100_000)
         #expect(d.peers[1].allowedIPs == ["10.8.0.3/32", "10.9.0.0/24"] && d.peers[1].latestHandshake == nil)
+        // Output that is not a dump is refused whole, never read as "no peers".
+        for bad in ["", "garbage", "\(Self.dump)extra line\n", Self.dump.replacingOccurrences(of: "\t51820\t", with: "\tport\t")] {
+            #expect(WireGuardDevice.parse(dump: bad) == nil, "\(bad)")
+        }
     }
 
     @Test func wireguardPlanTouchesOnlyThePeersThatDiffer() throws {

@@ -11,7 +11,7 @@ struct YAMLTextTests {
         "", " ", "yes", "No", "on", "OFF", "y", "n", "null", "~", "true", "False", "0777", "1e3", "0x1F", "12:30", ".inf", "-1", "+1",
         "1_000", "- item", "key: value", "a #comment", "#", "&anchor", "*alias", "!tag", "|", ">", "%", "@", "`", "'", "\"", "[x]", "{x}",
         "tab\there", "trailing ", " leading", "line\nbreak", "ends\n", "two\n\n", "\n", "crlf\r\n", "ünïcödé", "emoji 🚀", "\u{7F}", "nul\u{0}",
-        "https://example.com/a?b=c#d", "C:\\path", "multi\n  indented\nlines\n", "   \nspaces-only line\n", "a: b\nc: d\n",
+        "https://example.com/a?b=c#d", "C:\\path", "\u{05B1}ano", " \u{301}a\nb", "multi\n  indented\nlines\n", "   \nspaces-only line\n", "a: b\nc: d\n",
     ]
 
     @Test(arguments: awkward)

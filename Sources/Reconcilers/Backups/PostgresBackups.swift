@@ -164,6 +164,10 @@ public struct PostgresBackups: Sendable {
         FaultInjection.crashIfRequested(at: "backup-dumped")
         do {
             try Self.fsync(hostPath(partial))
+            // pg_dump said it succeeded; the archive must also read as one (its table of
+            // contents), or it is not sealed as a backup.
+            try await run(Command(tools.pgRestore, ["--list", hostPath(partial)], timeout: .seconds(300), outputLimit: 64 << 20),
+                          reason: "DumpUnreadable", what: "pg_restore --list of the dump of \(database)")
         } catch {
             try? host.files.remove(partial)
             throw error
@@ -404,7 +408,7 @@ public struct PostgresBackups: Sendable {
         let r = try await host.commands.run(command)
         guard r.exitCode == 0 else {
             let detail = r.stderr.split(separator: "\n").suffix(3).joined(separator: " | ")
-            throw PostgresError(reason: reason, message: "\(what) failed: \(detail.isEmpty ? "exit \(r.exitCode.map(String.init) ?? "signal")" : detail)")
+            throw PostgresError(reason: reason, message: "\(what) failed: \(r.exitCode == nil ? r.ending : (detail.isEmpty ? r.ending : detail))")
         }
     }
 

@@ -98,6 +98,8 @@ public struct FirewallReconciler: Reconciler {
         // 1. Refuse a ruleset the kernel would refuse, before anything is armed or changed.
         let check = try await commands.run(Nft.command(["-c", "-f", "-"], input: transaction))
         guard check.succeeded else {
+            // A refusal is an exit status with a message; a crash says nothing about the ruleset.
+            guard check.exitCode != nil else { throw ReconcileError(.failed, reason: "NftFailed", "nft -c -f -: \(check.ending)") }
             throw ReconcileError(.stalled, reason: "InvalidRuleset", "nft refused the ruleset: \(check.stderr)")
         }
         // 2. Save what is there now, and arm its return.
@@ -156,8 +158,15 @@ enum Nft {
     /// The stateless listing (no counters) of our table, or nil when it does not exist.
     static func listTable(_ commands: any CommandRunner) async throws -> String? {
         let r = try await commands.run(command(["-s", "list", "table", "inet", "nodeagent"]))
-        if r.succeeded { return r.stdout }
-        if r.stderr.contains("No such file or directory") || r.stderr.contains("does not exist") { return nil }
-        throw ReconcileError(.failed, reason: "NftFailed", "nft list table inet nodeagent: \(r.stderr)")
+        if r.succeeded {
+            // Anything else is not a listing to compare or to roll back to: stop before a change.
+            guard r.stdout.hasPrefix("table inet nodeagent {"), r.stdout.hasSuffix("}\n") else {
+                throw ReconcileError(.failed, reason: "NftFailed",
+                                     "nft list table inet nodeagent printed something that is not the table (\(r.stdout.utf8.count) bytes starting \(String(reflecting: String(r.stdout.prefix(24)))))")
+            }
+            return r.stdout
+        }
+        if r.exitCode != nil, r.stderr.contains("No such file or directory") || r.stderr.contains("does not exist") { return nil }
+        throw ReconcileError(.failed, reason: "NftFailed", "nft list table inet nodeagent: \(r.ending)\(r.stderr.isEmpty ? "" : ": " + r.stderr)")
     }
 }

@@ -47,6 +47,11 @@ public struct CommandResult: Sendable, Equatable {
     public var stderr: String
 
     public var succeeded: Bool { exitCode == 0 }
+
+    /// How it ended, for an error message: `exit status 2` or `killed by signal 11`.
+    public var ending: String {
+        exitCode.map { "exit status \($0)" } ?? "killed by signal \(signal ?? 0)"
+    }
 }
 
 public struct CommandError: Error, Sendable, CustomStringConvertible {
@@ -80,7 +85,7 @@ extension CommandRunner {
     public func check(_ command: Command) async throws(CommandError) -> CommandResult {
         let result = try await run(command)
         guard result.succeeded else {
-            let why = result.exitCode.map { "exit status \($0)" } ?? "signal \(result.signal ?? 0)"
+            let why = result.ending
             let stderr = command.holdsSecrets ? "(output withheld: the input holds a secret)"
                 : result.stderr.split(separator: "\n").suffix(5).joined(separator: "\n")
             throw CommandError(code: .failed, command: command.description, message: "\(why)\(stderr.isEmpty ? "" : ": \(stderr)")")
@@ -99,6 +104,7 @@ public struct SystemCommandRunner: CommandRunner {
             case done(CommandResult)
             case timedOut
         }
+        let timeout = Self.timeoutCap.map { min($0, command.timeout) } ?? command.timeout
         do {
             let outcome = try await withThrowingTaskGroup(of: Outcome.self) { group in
                 group.addTask {
@@ -111,7 +117,7 @@ public struct SystemCommandRunner: CommandRunner {
                     return .done(result)
                 }
                 group.addTask {
-                    try await Task.sleep(for: command.timeout)
+                    try await Task.sleep(for: timeout)
                     return .timedOut
                 }
                 let first = try await group.next()!
@@ -121,7 +127,7 @@ public struct SystemCommandRunner: CommandRunner {
             switch outcome {
             case .done(let result): return result
             case .timedOut:
-                throw CommandError(code: .timedOut, command: command.description, message: "timed out after \(command.timeout)")
+                throw CommandError(code: .timedOut, command: command.description, message: "timed out after \(timeout)")
             }
         } catch let error as CommandError {
             throw error
@@ -132,6 +138,11 @@ public struct SystemCommandRunner: CommandRunner {
             throw CommandError(code: code, command: command.description, message: text)
         }
     }
+
+    /// Test-only: `NODEAGENT_TEST_COMMAND_TIMEOUT_MS=N` caps every command's timeout, so a test
+    /// can make a stand-in `nft` hang without waiting out the real 30 s.
+    static let timeoutCap: Duration? = getenv("NODEAGENT_TEST_COMMAND_TIMEOUT_MS")
+        .flatMap { Int(String(cString: $0)) }.map { .milliseconds($0) }
 
     private static let resolved = Mutex<[String: String]>([:])
 
@@ -150,6 +161,30 @@ public struct SystemCommandRunner: CommandRunner {
         return nil
     }
 
+    /// glibc's memfd_create (2.27+), which Swift's Glibc module does not export (it is behind
+    /// _GNU_SOURCE); found once by name in the already loaded libc.
+    private static let memfdCreate: (@convention(c) (UnsafePointer<CChar>, UInt32) -> Int32)? =
+        dlsym(nil, "memfd_create").map { unsafeBitCast($0, to: (@convention(c) (UnsafePointer<CChar>, UInt32) -> Int32).self) }
+
+    /// An anonymous in-memory file (never on a disk: it may hold a key) holding `bytes`, at offset 0.
+    static func memoryFile(_ bytes: [UInt8]) throws(CommandError) -> FileDescriptor {
+        let fd = memfdCreate?("nodeagent-input", 1 /* MFD_CLOEXEC */) ?? -1
+        guard fd >= 0 else { throw CommandError(code: .launch, command: "memfd_create", message: String(cString: strerror(errno))) }
+        var written = 0
+        while written < bytes.count {
+            let n = bytes[written...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                let message = String(cString: strerror(errno))
+                close(fd)
+                throw CommandError(code: .launch, command: "memfd write", message: message)
+            }
+            written += n
+        }
+        lseek(fd, 0, SEEK_SET)
+        return FileDescriptor(rawValue: fd)
+    }
+
     private static func spawn(_ command: Command) async throws
         -> ExecutionResult<Void, StringOutput<Unicode.UTF8>, StringOutput<Unicode.UTF8>> {
         var options = PlatformOptions()
@@ -164,9 +199,12 @@ public struct SystemCommandRunner: CommandRunner {
             guard let key = Environment.Key(rawValue: k) else { continue }
             updates[key] = v
         }
+        // The input comes from an in-memory file, not a pipe: a child that exits without reading
+        // it (a failing nft) would make swift-subprocess's pipe writer trap on EPIPE.
+        let input = try Self.memoryFile(command.input ?? [])
         return try await Subprocess.run(executable, arguments: Arguments(command.arguments),
                                         environment: .inherit.updating(updates), platformOptions: options,
-                                        input: .array(command.input ?? []),
+                                        input: .fileDescriptor(input, closeAfterSpawningProcess: true),
                                         output: .string(limit: command.outputLimit), error: .string(limit: command.outputLimit))
     }
 }

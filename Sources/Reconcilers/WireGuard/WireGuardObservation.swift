@@ -48,10 +48,13 @@ public struct WireGuardDevice: Sendable, Equatable, CustomStringConvertible {
     /// Parses the tab-separated dump: the interface line first, then one line per peer.
     static func parse(dump: String) -> WireGuardDevice? {
         let lines = dump.split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false).map(String.init) }
-        guard let first = lines.first, first.count >= 4 else { return nil }
+        // `wg show IFACE dump`: the device (private key, public key, port, fwmark), then one line
+        // of 8 fields per peer; keys are 44 characters of base64. Anything else is refused whole.
+        func isKey(_ s: String) -> Bool { s == "(none)" || (s.utf8.count == 44 && s.hasSuffix("=") && s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "+/=".contains($0)) }) }
+        guard let first = lines.first, first.count == 4, isKey(first[0]), isKey(first[1]), Int(first[2]) != nil,
+              lines.dropFirst().allSatisfy({ $0.count == 8 && isKey($0[0]) && isKey($0[1]) && Int($0[4]) != nil }) else { return nil }
         func none(_ s: String) -> String? { s == "(none)" || s == "off" || s.isEmpty ? nil : s }
         let peers = lines.dropFirst().compactMap { f -> Peer? in
-            guard f.count >= 8 else { return nil }
             let handshake = Int64(f[4]).flatMap { $0 == 0 ? nil : $0 }
             return Peer(publicKey: f[0], presharedKey: none(f[1]),
                         allowedIPs: none(f[3])?.split(separator: ",").map(String.init) ?? [],

@@ -37,8 +37,16 @@ public struct WireGuardReconciler: Reconciler {
         let link = addr.succeeded ? IPAddrJSON.link(from: addr.stdout) : .absent
         var device: WireGuardDevice?
         if link.exists {
+            // An interface whose state cannot be read is not changed on a guess.
             let dump = try await host.commands.run(Command("wg", ["show", iface, "dump"]))
-            if dump.succeeded { device = WireGuardDevice.parse(dump: dump.stdout) }
+            guard dump.succeeded else {
+                throw ReconcileError(.failed, reason: "WireGuardUnreadable", "wg show \(iface) dump: \(dump.ending)\(dump.stderr.isEmpty ? "" : ": " + dump.stderr)")
+            }
+            guard let parsed = WireGuardDevice.parse(dump: dump.stdout) else {
+                throw ReconcileError(.failed, reason: "WireGuardUnreadable",
+                                     "wg show \(iface) dump printed something that is not a device dump (\(dump.stdout.utf8.count) bytes)")
+            }
+            device = parsed
         }
         var psks: [String: String] = [:]
         for peer in desired.peers {
