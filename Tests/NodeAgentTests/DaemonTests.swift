@@ -126,6 +126,41 @@ struct DaemonTests {
         let key = try String(contentsOfFile: lab.root + "/etc/nodeagent/secrets/wg.key", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(!everything.contains(key))
 
+        // The state directory turns read-only (a full or failing disk): a valid commit cannot be
+        // taken; the daemon says why, keeps serving and keeps the applied revision; writable
+        // again, it applies the commit.
+        // In the daemon's own mount namespace (`ip netns exec` made one; mounts made out here
+        // after it started would not reach it).
+        let stateDir = lab.root + "/var/lib/nodeagent"
+        let inDaemon = ["nsenter", "-t", "\(daemon!)", "-m", "--"]
+        try await runner.check(Command(inDaemon[0], Array(inDaemon.dropFirst()) + ["mount", "--bind", stateDir, stateDir]))
+        try await runner.check(Command(inDaemon[0], Array(inDaemon.dropFirst()) + ["mount", "-o", "remount,ro,bind", stateDir]))
+        try platform([adminPeer]).write(toFile: work + "/platform.yaml", atomically: true, encoding: .utf8)
+        try await git(["commit", "--quiet", "-am", "remove the extra peer"])
+        let third = try await head()
+        var stuck: JSONValue?
+        for _ in 0..<50 where stuck == nil {
+            _ = try await lab.run(lab.admin, ["curl", "-s", "-X", "POST", "-H", "Authorization: Bearer sync-token-123", "http://10.8.0.1:9430/sync"])
+            try await Task.sleep(for: .milliseconds(200))
+            let s = try await status()
+            if s.jsonText.contains("Read-only file system") { stuck = s }
+        }
+        let seen = try await status().jsonText
+        #expect(stuck != nil, "no read-only error in /status: \(seen)")
+        #expect(stuck?["applied"]?["commit"]?.string == second, "\(stuck?.jsonText ?? "")")
+        #expect(try await lab.run(lab.admin, ["curl", "-s", "--max-time", "3", "http://10.8.0.1:9430/healthz"]).stdout == "ok\n")
+        #expect(try await lab.inside(lab.vps, ["wg", "show", iface, "peers"]).stdout.contains(extra.publicKey), "nothing was applied")
+        try await runner.check(Command(inDaemon[0], Array(inDaemon.dropFirst()) + ["umount", stateDir]))
+        var recovered = false
+        for _ in 0..<50 where !recovered {
+            _ = try await lab.run(lab.admin, ["curl", "-s", "-X", "POST", "-H", "Authorization: Bearer sync-token-123", "http://10.8.0.1:9430/sync"])
+            try await Task.sleep(for: .milliseconds(200))
+            recovered = try await status()["applied"]?["commit"]?.string == third
+        }
+        let after = try await status().jsonText
+        #expect(recovered, "\(after)")
+        #expect(!(try await lab.inside(lab.vps, ["wg", "show", iface, "peers"]).stdout.contains(extra.publicKey)))
+
         // SIGTERM: a clean exit.
         if let pid = daemon { kill(pid, SIGTERM) }
         let code = await DetachedProcess.waitForExit(daemon!, timeout: .seconds(10))

@@ -75,4 +75,39 @@ extension HostReconcilerTests {
             #expect(try await lab.inside(lab.vps, ["wg", "show", "na\(lab.id)g", "peers"]).stdout.contains(two.publicKey))
         }
     }
+
+    /// `/var/lib/nodeagent` and `/etc/sysctl.d` read-only (a bind mount remounted ro): the pass
+    /// fails with the reason before touching the kernel, the firewall and the sysctl keep their
+    /// values, and once the directory is writable again one pass converges.
+    @Test func aReadOnlyStateDirectoryChangesNothing() async throws {
+        try await withLab { lab in
+            lab.track(wireguard: "na\(lab.id)g")
+            let one = Peer(name: "one", publicKey: try await newKey(lab).publicKey, allowedIP: "10.8.0.2/32")
+            let good = try write(lab, platform(lab, peers: [one]))
+            try #require(try await nodeagent(lab, ["apply", "--state", good, "--only", "os,firewall,wireguard"]).exitCode == 0)
+            let changed = lab.root + "/changed.yaml"
+            try platform(lab, publicTCP: [22, 80, 443, 8443], peers: [one]).replacingOccurrences(of: "ip_forward: \"1\"", with: "ip_forward: \"0\"")
+                .write(toFile: changed, atomically: true, encoding: .utf8)
+            let runner = SystemCommandRunner()
+            let dirs = [lab.root + "/var/lib/nodeagent", lab.root + "/etc/sysctl.d"]
+            for dir in dirs {
+                try await runner.check(Command("mount", ["--bind", dir, dir]))
+                try await runner.check(Command("mount", ["-o", "remount,ro,bind", dir]))
+            }
+            defer { for dir in dirs { umount2(dir, Int32(MNT_DETACH)) } }
+            let table = try await lab.inside(lab.vps, ["nft", "-s", "list", "table", "inet", "nodeagent"]).stdout
+            for only in ["firewall", "os"] {
+                let r = try await nodeagent(lab, ["apply", "--state", changed, "--only", only])
+                #expect(r.exitCode == 1, "\(only): \(r.stdout)\(r.stderr)")
+                #expect(r.stderr.contains("Read-only file system"), "\(only): \(r.stderr)")
+            }
+            #expect(try await lab.inside(lab.vps, ["nft", "-s", "list", "table", "inet", "nodeagent"]).stdout == table, "the firewall changed")
+            #expect(try await lab.inside(lab.vps, ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout == "1\n", "the sysctl changed")
+            for dir in dirs { umount2(dir, Int32(MNT_DETACH)) }
+            let fixed = try await nodeagent(lab, ["apply", "--state", changed, "--only", "os,firewall,wireguard"])
+            #expect(fixed.exitCode == 0, "\(fixed.stdout)\(fixed.stderr)")
+            #expect(try await lab.inside(lab.vps, ["nft", "list", "table", "inet", "nodeagent"]).stdout.contains("8443"))
+            #expect(try await lab.inside(lab.vps, ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout == "0\n")
+        }
+    }
 }

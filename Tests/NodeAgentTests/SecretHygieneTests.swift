@@ -155,8 +155,10 @@ struct HostileClientTests {
         let pid = try DetachedProcess.spawn([Binary.path, "run", "--state", dir + "/platform.yaml", "--root", dir], output: dir + "/daemon.log")
         defer { DetachedProcess.stop(pid) }
         for _ in 0..<100 where !TLSTestPeer.canConnect(port) { try await Task.sleep(for: .milliseconds(100)) }
+        let seed = UInt32.random(in: 0...UInt32.max)
+        print("hostile clients: fuzz seed \(seed)")
         let r = try await SystemCommandRunner().run(Command("/usr/bin/python3", [Fixtures.repository + "/Tests/Fixtures/hostile/clients.py",
-                                                                                 "127.0.0.1", String(port)], timeout: .seconds(120)))
+                                                                                 "127.0.0.1", String(port), String(seed), "2000"], timeout: .seconds(180)))
         let result = try #require(JSONValue.parse(Array(r.stdout.utf8)), "\(r.stdout)\(r.stderr)")
         func line(_ key: String) -> String { result[key]?.string ?? "?" }
         #expect(DetachedProcess.isRunning(pid), "the daemon survived")
@@ -168,6 +170,11 @@ struct HostileClientTests {
         #expect(line("sync_no_token").hasPrefix("HTTP/1.1 401"), "\(result)")
         #expect(line("sync_wrong_token").hasPrefix("HTTP/1.1 401"), "\(result)")
         #expect(!line("oversized_body").hasPrefix("HTTP/1.1 2"), "\(result)")
+        // 2000 mutated requests: every answer a well-formed status line or a closed connection,
+        // never a 5xx, never a refused connection (the server stays up and listening).
+        #expect(result["fuzz_requests"]?.int == 2000)
+        #expect(result["fuzz_odd_count"]?.int == 0, "seed \(seed): \(result["fuzz_odd"]?.jsonText ?? "")")
+        print("hostile clients: fuzz responses \(result["fuzz_responses"]?.jsonText ?? "")")
         // The good client kept being served, promptly, all along.
         let good = result["good_requests"]?.int ?? 0, ok = result["good_ok"]?.int ?? -1
         #expect(good >= 10 && ok == good, "\(result)")

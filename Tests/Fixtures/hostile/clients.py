@@ -2,8 +2,14 @@
 """Hostile HTTP clients against nodeagent's status server, with a good client timing /status
 throughout. Prints one JSON object with what each attack got and the good client's latencies.
 
-usage: clients.py HOST PORT
+usage: clients.py HOST PORT [SEED [FUZZ_REQUESTS]]
+
+Besides the named attacks, FUZZ_REQUESTS (default 2000) requests made by mutating valid ones
+(seeded by SEED): each on its own connection, half-closed after sending so that an incomplete
+request ends at once. Their status lines are counted; a 5xx or anything that is not an HTTP
+status line is listed.
 """
+import random
 import json
 import socket
 import sys
@@ -11,6 +17,8 @@ import threading
 import time
 
 host, port = sys.argv[1], int(sys.argv[2])
+seed = int(sys.argv[3]) if len(sys.argv) > 3 else int(time.time())
+fuzz_requests = int(sys.argv[4]) if len(sys.argv) > 4 else 2000
 result = {}
 
 
@@ -100,6 +108,71 @@ try:
 except OSError:
     result["oversized_body"] = "(closed)"
 result["oversized_body_sent_mb"] = round(sent / (1 << 20), 1) if "sent" in dir() else 0
+# Mutation fuzzing of the request path: methods, targets, versions, headers, bodies.
+rng = random.Random(seed)
+templates = [
+    b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\n\r\n",
+    b"GET /healthz HTTP/1.0\r\n\r\n",
+    b"POST /sync HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer right-token\r\nContent-Length: 0\r\n\r\n",
+    b"POST /sync HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+]
+tokens = [b"\r\n", b"\n", b"\r", b"\x00", b" ", b":", b"%", b"%00", b"/..", b"?", b"#", b"\xff\xfe", b"Content-Length: -1\r\n",
+          b"Content-Length: 99999999999999999999\r\n", b"Transfer-Encoding: chunked\r\n", b"Authorization: Bearer \r\n",
+          b"Host: a\r\nHost: b\r\n", b"HTTP/9.9", b"\t", b"ffffffffffffffff\r\n", "é".encode(), b"A" * 9000]
+
+
+def mutate(data):
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 5)):
+        op = rng.randrange(5)
+        at = rng.randrange(len(data) + 1)
+        if op == 0 and data:
+            data[min(at, len(data) - 1)] = rng.randrange(256)
+        elif op == 1:
+            data[at:at] = rng.choice(tokens)
+        elif op == 2:
+            data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+        elif op == 3 and data:
+            end = min(len(data), at + rng.randint(1, 12))
+            del data[at:end]
+        else:
+            line = rng.choice(bytes(data).split(b"\r\n")[:-1] or [b"X: y"])
+            data[at:at] = line + b"\r\n"
+    return bytes(data)
+
+
+def fuzz_one(raw):
+    try:
+        s = connect()
+    except OSError:
+        return "(refused)"
+    try:
+        s.settimeout(5)
+        s.sendall(raw)
+        s.shutdown(socket.SHUT_WR)
+        return status_line(s)
+    except OSError:
+        return "(closed)"
+    finally:
+        s.close()
+
+
+counts, odd = {}, []
+for _ in range(fuzz_requests):
+    raw = mutate(rng.choice(templates))
+    line = fuzz_one(raw)
+    key = line[:12] if line.startswith("HTTP/1.") else line
+    counts[key] = counts.get(key, 0) + 1
+    well_formed = line in ("(closed)",) or (line.startswith("HTTP/1.") and line[9:12].isdigit())
+    if not well_formed or line[9:10] == "5" or line == "(refused)":
+        odd.append({"request": raw[:200].decode("latin-1"), "response": line})
+result["fuzz_seed"] = seed
+result["fuzz_requests"] = fuzz_requests
+result["fuzz_responses"] = counts
+result["fuzz_odd"] = odd[:20]
+result["fuzz_odd_count"] = len(odd)
+
 time.sleep(3)
 stop.set()
 g.join(5)
