@@ -103,7 +103,7 @@ struct SecretHygieneTests {
         let pid = try DetachedProcess.spawn([Binary.path, "run", "--state", state, "--root", lab.root, "--poll", "1s"],
                                             output: lab.root + "/daemon.log")
         var status = "", metrics = ""
-        for _ in 0..<100 where !metrics.contains("nodeagent_backup_last_success_timestamp_seconds") {
+        for _ in 0..<100 where !metrics.contains("nodeagent_backup_last_success_timestamp_seconds") || !status.contains("\"backups\"") {
             try await Task.sleep(for: .milliseconds(200))
             status = (try? await SystemCommandRunner().run(Command("curl", ["-s", "http://\(listen.host):\(listen.port)/status"])))?.stdout ?? ""
             metrics = (try? await SystemCommandRunner().run(Command("curl", ["-s", "http://\(listen.host):\(listen.port)/metrics"])))?.stdout ?? ""
