@@ -56,11 +56,15 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Reconcilers"], path: "Tests/TestSupport", swiftSettings: strict),
         // libFuzzer targets (scripts/fuzz) and the regression tests that replay their corpora.
         .target(name: "FuzzTargets", dependencies: ["YAML", "KubeClient", "Reconcilers"], path: "Tests/FuzzTargets", swiftSettings: strict),
-        .executableTarget(name: "Fuzz", dependencies: ["FuzzTargets", "YAML"], path: "Tests/Fuzz", swiftSettings: strict),
+        .executableTarget(name: "Fuzz", dependencies: ["FuzzTargets", "YAML"], path: "Tests/Fuzz", exclude: ["seeds", "regressions"],
+                          swiftSettings: strict),
         .testTarget(name: "YAMLTests", dependencies: ["YAML"], swiftSettings: strict),
         // A Kubernetes API server for tests (TLS by socat in front of an HTTP core).
         .target(name: "KubeTestServer", dependencies: ["YAML", "Reconcilers", "TestSupport"], path: "Tests/KubeTestServer",
                 swiftSettings: strict),
+        // The guest suite's stand-in K3s: the test API server playing `k3s server` (Tests/e2e).
+        .executableTarget(name: "K3sStandIn", dependencies: ["KubeTestServer", "Reconcilers", "YAML"], path: "Tests/K3sStandIn",
+                          swiftSettings: strict),
         .testTarget(name: "KubeClientTests", dependencies: ["KubeClient", "YAML", "TestSupport", "KubeTestServer"], swiftSettings: strict),
         .testTarget(name: "ReconcilersTests", dependencies: ["Reconcilers", "YAML", "TestSupport", "FuzzTargets"],
                     swiftSettings: strict),

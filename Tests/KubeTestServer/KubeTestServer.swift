@@ -96,12 +96,16 @@ public final class KubeTestServer: @unchecked Sendable {
     public static let application = ResourceType(group: "argoproj.io", version: "v1alpha1", kind: "Application", plural: "applications",
                                                  namespaced: true)
 
-    public init() async throws {
+    /// - Parameters:
+    ///   - pkiScript: the program that makes the CA and certificates (`Tests/Fixtures/pki/make.py`).
+    ///   - port: the client-certificate port; a free one when nil.
+    public init(pkiScript: String? = nil, port: Int? = nil) async throws {
+        let pkiScript = pkiScript ?? Fixtures.repository + "/Tests/Fixtures/pki/make.py"
         let dir = Fixtures.temporaryDirectory()
-        try await SystemCommandRunner().check(Command("python3", [Fixtures.repository + "/Tests/Fixtures/pki/make.py", dir]))
+        try await SystemCommandRunner().check(Command("python3", [pkiScript, dir], timeout: .seconds(120)))
         tls = TLSPaths(directory: dir)
         state = Mutex(State(types: Self.builtIn))
-        let mtlsPort = TLSTestPeer.freePort(), tokenPort = TLSTestPeer.freePort()
+        let mtlsPort = port ?? TLSTestPeer.freePort(), tokenPort = TLSTestPeer.freePort()
         url = "https://127.0.0.1:\(mtlsPort)"
         tokenURL = "https://127.0.0.1:\(tokenPort)"
         let certified = try HTTPServer { [unowned self] in self.handle($0, clientCertificate: true) }
