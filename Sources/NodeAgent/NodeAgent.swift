@@ -21,9 +21,9 @@ struct NodeAgent: AsyncParsableCommand {
     /// Like ArgumentParser's, except that a usage error exits 1, not 64: every command
     /// documents 1 as "error" (and `plan` keeps 2 for "changes pending").
     static func main() async {
-        // A child that exits without reading its input (nft, wg, pg_restore) must not kill us
-        // with SIGPIPE: the write fails with EPIPE and the child's exit status tells the story.
-        // Children start with every signal at its default again (swift-subprocess resets them).
+        // A write to a pipe or socket whose reader is gone must fail with EPIPE, not kill the
+        // agent. (Command input no longer goes through a pipe: see SystemCommandRunner.) Children
+        // start with every signal at its default again (swift-subprocess resets them).
         signal(SIGPIPE, SIG_IGN)
         var command: any ParsableCommand
         do {

@@ -67,6 +67,20 @@ struct CommandRunnerTests {
         #expect(!r.succeeded)
     }
 
+    /// Each command's input is an in-memory file: neither a failed start nor a child that never
+    /// reads it may leave that descriptor open in a long-running agent.
+    @Test func inputFilesAreClosedWhateverHappens() async throws {
+        func openDescriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1 }
+        _ = try? await runner.run(Command("/nonexistent/tool", input: Array("x".utf8)))   // warm up lazily opened files
+        let before = openDescriptors()
+        for _ in 0..<100 {
+            _ = try? await runner.run(Command("/nonexistent/tool", input: Array("secret".utf8)))
+            _ = try await runner.run(Command("/bin/true", input: Array(repeating: 0x61, count: 200_000)))
+        }
+        // Other tests run in this process too: allow their few, not 200 leaked ones.
+        #expect(openDescriptors() - before < 20, "descriptors open before: \(before), after: \(openDescriptors())")
+    }
+
     @Test func passesInputAndEnvironmentWithoutAShell() async throws {
         let r = try await runner.check(Command("/bin/sh", ["-c", "tr a-z A-Z; printf %s \"$SECRET\"", "x; rm -rf /"],
                                                environment: ["SECRET": "from-env"], input: Array("hello\n".utf8)))

@@ -408,7 +408,7 @@ public struct PostgresBackups: Sendable {
         let r = try await host.commands.run(command)
         guard r.exitCode == 0 else {
             let detail = r.stderr.split(separator: "\n").suffix(3).joined(separator: " | ")
-            throw PostgresError(reason: reason, message: "\(what) failed: \(r.exitCode == nil ? r.ending : (detail.isEmpty ? r.ending : detail))")
+            throw PostgresError(reason: reason, message: "\(what) failed: \(detail.isEmpty || r.exitCode == nil ? r.ending : detail)")
         }
     }
 
