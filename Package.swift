@@ -27,6 +27,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         // SHA-256 of downloads (K3s), dumps and applied objects; already in Hummingbird's graph.
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        // The status server's connection guard: a channel handler in Hummingbird's pipeline.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
     ],
     targets: [
         .systemLibrary(name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl",
@@ -51,6 +54,8 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
         ], swiftSettings: strict),
         // Fixture paths and temp directories for the test targets.
         .target(name: "TestSupport", dependencies: ["Reconcilers"], path: "Tests/TestSupport", swiftSettings: strict),

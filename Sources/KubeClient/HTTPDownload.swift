@@ -14,6 +14,8 @@ public struct DownloadError: Error, Sendable, CustomStringConvertible {
         case transfer
         /// Writing what arrived failed (disk full).
         case write
+        /// Over the size limit.
+        case tooLarge
     }
 
     public var kind: Kind
@@ -39,7 +41,9 @@ public enum HTTPDownload {
     ///   - onChunk: sees every piece of the body, in order.
     ///   - progress: called about every 8 MiB.
     /// - Returns: the number of bytes written.
-    public static func fetch(_ url: String, to fd: Int32, connectTimeout: Duration = .seconds(20),
+    ///   - maxSize: the most bytes accepted: a larger announced length fails at once, a longer
+    ///     body fails when it passes the limit (a hostile or broken mirror cannot fill the disk).
+    public static func fetch(_ url: String, to fd: Int32, connectTimeout: Duration = .seconds(20), maxSize: Int64 = 1 << 30,
                              onChunk: @escaping @Sendable ([UInt8]) -> Void,
                              progress: @escaping @Sendable (Progress) -> Void = { _ in }) async throws(DownloadError) -> Int64 {
         CurlGlobal.initialize()
@@ -47,7 +51,8 @@ public enum HTTPDownload {
         defer { worker.stop() }
         let result: Result<Int64, DownloadError> = await withCheckedContinuation { continuation in
             worker.submit {
-                continuation.resume(returning: perform(url, fd: fd, connectTimeout: connectTimeout, onChunk: onChunk, progress: progress))
+                continuation.resume(returning: perform(url, fd: fd, connectTimeout: connectTimeout, maxSize: maxSize, onChunk: onChunk,
+                                                       progress: progress))
             }
         }
         return try result.get()
@@ -61,6 +66,8 @@ public enum HTTPDownload {
         var reported: Int64 = 0
         var writeErrno: Int32 = 0
         var handle: UnsafeMutableRawPointer?
+        var maxSize: Int64 = .max
+        var tooLarge = false
 
         init(fd: Int32, onChunk: @escaping @Sendable ([UInt8]) -> Void, progress: @escaping @Sendable (Progress) -> Void) {
             self.fd = fd
@@ -69,11 +76,12 @@ public enum HTTPDownload {
         }
     }
 
-    static func perform(_ url: String, fd: Int32, connectTimeout: Duration, onChunk: @escaping @Sendable ([UInt8]) -> Void,
+    static func perform(_ url: String, fd: Int32, connectTimeout: Duration, maxSize: Int64, onChunk: @escaping @Sendable ([UInt8]) -> Void,
                         progress: @escaping @Sendable (Progress) -> Void) -> Result<Int64, DownloadError> {
         guard let h = curl_easy_init() else { return .failure(DownloadError(kind: .transfer, message: "curl_easy_init failed", received: 0)) }
         let sink = Sink(fd: fd, onChunk: onChunk, progress: progress)
         sink.handle = h
+        sink.maxSize = maxSize
         let unmanaged = Unmanaged.passRetained(sink)
         let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE))
         errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE))
@@ -98,6 +106,7 @@ public enum HTTPDownload {
             (CCurl_setoptLong(h, CURLOPT_LOW_SPEED_LIMIT, 1024), "LOW_SPEED_LIMIT"),
             (CCurl_setoptLong(h, CURLOPT_LOW_SPEED_TIME, 60), "LOW_SPEED_TIME"),
             (CCurl_setoptString(h, CURLOPT_USERAGENT, "nodeagent"), "USERAGENT"),
+            (CCurl_setoptLong(h, CURLOPT_MAXFILESIZE, Int(min(maxSize, Int64(Int32.max)))), "MAXFILESIZE"),
             (CCurl_setoptPointer(h, CURLOPT_ERRORBUFFER, errorBuffer), "ERRORBUFFER"),
         ]
         options.append((CCurl_setoptWriteFunction(h, writeFile), "WRITEFUNCTION"))
@@ -110,6 +119,9 @@ public enum HTTPDownload {
         var status = 0
         _ = CCurl_getinfoLong(h, CURLINFO_RESPONSE_CODE, &status)
         if code == CURLE_OK { return .success(sink.received) }
+        if sink.tooLarge || code == CURLE_FILESIZE_EXCEEDED {
+            return .failure(DownloadError(kind: .tooLarge, message: "\(url) is larger than \(maxSize) bytes: refused", received: sink.received))
+        }
         if code == CURLE_HTTP_RETURNED_ERROR {
             return .failure(DownloadError(kind: .status(status), message: "\(url) answered HTTP \(status)", received: sink.received))
         }
@@ -128,6 +140,10 @@ private let writeFile: CCurl_WriteCallback = { pointer, size, count, context in
     let sink = Unmanaged<HTTPDownload.Sink>.fromOpaque(context).takeUnretainedValue()
     let n = size * count
     let bytes = pointer.withMemoryRebound(to: UInt8.self, capacity: n) { Array(UnsafeBufferPointer(start: $0, count: n)) }
+    guard sink.received + Int64(n) <= sink.maxSize else {
+        sink.tooLarge = true
+        return 0
+    }
     sink.onChunk(bytes)
     var offset = 0
     while offset < n {

@@ -1,3 +1,4 @@
+import Foundation
 import Reconcilers
 import YAML
 
@@ -40,6 +41,8 @@ struct GitSource: Sendable {
     /// The mirror, as a path on this machine.
     let mirror: String
     let commands: any CommandRunner
+    /// Where `source.tokenFile` is read.
+    var files: any FileSystem = RootedFileSystem()
 
     static let trackedRef = "refs/nodeagent/tracked"
     static let appliedRef = "refs/nodeagent/applied"
@@ -151,6 +154,23 @@ struct GitSource: Sendable {
 
     private func git(_ arguments: [String], network: Bool = false, outputLimit: Int = 1 << 20) async throws(SourceError) -> CommandResult {
         var environment: [String: String?] = ["GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "LC_ALL": "C"]
+        if network, let tokenFile = config.tokenFile {
+            // The token reaches git through its environment (GIT_CONFIG_*: only root can read a
+            // root process's environment), never through argv, the URL or a file git writes.
+            let token: [UInt8]?
+            do {
+                token = try files.readSecret(tokenFile.value, limit: 64 << 10)
+            } catch {
+                throw SourceError(reason: .unreachable, message: "source.tokenFile: \(error.description)")
+            }
+            guard let token, let line = String(decoding: token, as: UTF8.self).split(whereSeparator: \.isNewline).first, !line.isEmpty else {
+                throw SourceError(reason: .unreachable, message: "source.tokenFile \(tokenFile) does not exist or is empty")
+            }
+            let basic = Data("\(config.tokenUser):\(line)".utf8).base64EncodedString()
+            environment["GIT_CONFIG_COUNT"] = "1"
+            environment["GIT_CONFIG_KEY_0"] = "http.extraHeader"
+            environment["GIT_CONFIG_VALUE_0"] = "Authorization: Basic \(basic)"
+        }
         if network, let key = config.deployKeyFile {
             // GIT_SSH_COMMAND goes through a shell: the path is quoted (AgentConfig refuses a ').
             environment["GIT_SSH_COMMAND"] = "ssh -i '\(key)' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new"
@@ -167,26 +187,7 @@ struct GitSource: Sendable {
         }
     }
 
-    /// A URL without its user information, for messages: `https://user:token@host/x` → `https://host/x`.
-    static func redacted(_ text: String) -> String {
-        let chars = Array(text)
-        var out = ""
-        var i = 0
-        while i < chars.count {
-            out.append(chars[i])
-            if i + 2 < chars.count, chars[i] == ":", chars[i + 1] == "/", chars[i + 2] == "/" {
-                out += "//"
-                i += 3
-                // The authority runs to the next / (or space or quote); drop what precedes its last @.
-                var end = i
-                while end < chars.count, !"/ '".contains(chars[end]) { end += 1 }
-                if let at = chars[i..<end].lastIndex(of: "@") { i = at + 1 }
-                continue
-            }
-            i += 1
-        }
-        return out
-    }
+    static func redacted(_ text: String) -> String { GitURL.redacted(text) }
 
     static func lastLine(_ text: String) -> String {
         text.split(separator: "\n").last.map(String.init) ?? "(no output)"

@@ -93,12 +93,21 @@ struct InitCommand: AsyncParsableCommand {
         let agent = """
             apiVersion: nodeagent/v1
             kind: AgentConfig
-            source: {repo: "\(repo)", ref: \(ref), path: platform.yaml}
+            source: {repo: \(JSONValue.string(repo).jsonText), ref: \(JSONValue.string(ref).jsonText), path: platform.yaml}
             intervals: {poll: 60s, drift: 5m}
             stateDirectory: /var/lib/nodeagent
             kubeconfig: /etc/rancher/k3s/k3s.yaml
 
             """
+        // The agent config is checked as the node will read it: a token in the URL, a ref that
+        // is not a ref, a quote or a newline are refused here, not on the VPS.
+        do {
+            _ = try AgentConfig.parse(Array(agent.utf8), file: "agent.yaml")
+        } catch {
+            for d in error.diagnostics { Terminal.error(d.description) }
+            throw ValidationError("--repo or --ref is not usable (see above)")
+        }
+        try InstallFiles.checkBinary(url: binaryURL, sha256: binarySha256)
         let files = RootedFileSystem()
         let directory = output.hasPrefix("/") ? output : (currentDirectory() + "/" + output)
         let outputs = [("platform.yaml", platform), ("agent.yaml", agent),
@@ -107,7 +116,8 @@ struct InitCommand: AsyncParsableCommand {
             if try files.read("\(directory)/\(file)") != nil { throw ValidationError("\(directory)/\(file) exists; use --force to overwrite") }
         }
         for (file, text) in outputs {
-            try files.write("\(directory)/\(file)", Array(text.utf8), mode: 0o644)
+            // user-data.yaml and agent.yaml tell where the source is: for the operator only.
+            try files.write("\(directory)/\(file)", Array(text.utf8), mode: file == "platform.yaml" ? 0o644 : 0o600)
             print("wrote \(directory)/\(file)")
         }
         if binaryURL.hasPrefix("REPLACE_ME") { print("note: pass --binary-url and --binary-sha256, or edit user-data.yaml before use") }

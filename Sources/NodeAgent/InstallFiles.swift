@@ -1,3 +1,6 @@
+import ArgumentParser
+import YAML
+
 /// The install files: the systemd unit and the cloud-init user-data. `nodeagent init` writes
 /// them for a node; `deploy/systemd/nodeagent.service` and `deploy/cloud-init/user-data.yaml`
 /// are these texts (with REPLACE_ME placeholders), and a test keeps them equal.
@@ -57,6 +60,8 @@ RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 # SYS_ADMIN: sysctls outside net.* (kernel.*, vm.*).
 CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_SYS_MODULE CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_KILL CAP_SYS_ADMIN
 UMask=0077
+# Status-server clients are capped (16 per address, 256 in all); the reconcile loop keeps the rest.
+LimitNOFILE=65536
 
 [Install]
 WantedBy=multi-user.target
@@ -95,18 +100,44 @@ packages:
   - qrencode
 write_files:
   - path: /etc/nodeagent/agent.yaml
-    permissions: "0644"
+    permissions: "0600"
     content: |
       apiVersion: nodeagent/v1
       kind: AgentConfig
       source:
-        repo: \(repo)
-        ref: \(ref)
+        repo: \(JSONValue.string(repo).jsonText)
+        ref: \(JSONValue.string(ref).jsonText)
         path: platform.yaml
       intervals: {poll: 60s, drift: 5m}
       stateDirectory: /var/lib/nodeagent
       kubeconfig: /etc/rancher/k3s/k3s.yaml
 """ + "\n"
+    }
+
+    /// The download line, every value single-quoted for sh (a presigned URL's `&` stays
+    /// part of the URL); the line itself goes into the YAML as a JSON string.
+    static func download(binaryURL: String, sha256: String) -> String {
+        let temp = "/usr/local/bin/nodeagent.download"
+        return "curl -fsSL --max-filesize 268435456 -o \(temp) \(shellQuoted(binaryURL)) && echo \(shellQuoted("\(sha256)  \(temp)")) | sha256sum -c - "
+            + "&& install -m 0755 \(temp) /usr/local/bin/nodeagent && rm -f \(temp)"
+    }
+
+    static func shellQuoted(_ text: String) -> String { "'" + text.replacing("'", with: "'\\''") + "'" }
+
+    /// `--binary-url` and `--binary-sha256` as `init` accepts them: an http(s) URL without
+    /// spaces or control characters, and 64 hexadecimal digits (or the placeholders).
+    static func checkBinary(url: String, sha256: String) throws(ValidationError) {
+        if !url.hasPrefix("REPLACE_ME") {
+            guard url.hasPrefix("https://") || url.hasPrefix("http://"),
+                  !url.contains(where: { $0.isWhitespace || ($0.asciiValue.map { $0 < 0x20 || $0 == 0x7F } ?? true) }) else {
+                throw ValidationError("--binary-url must be an http(s) URL without spaces, control or non-ASCII characters")
+            }
+        }
+        if !sha256.hasPrefix("REPLACE_ME") {
+            guard sha256.count == 64, sha256.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else {
+                throw ValidationError("--binary-sha256 must be 64 lowercase hexadecimal digits (the output of sha256sum)")
+            }
+        }
     }
 
     private static func runcmd(binaryURL: String, sha256: String) -> String {
@@ -115,7 +146,7 @@ runcmd:
   - [install, -d, -m, "0700", /etc/nodeagent/secrets]
   - [install, -d, -m, "0700", /var/lib/nodeagent]
   - [sh, -c, "umask 077 && head -c 32 /dev/urandom | base64 > /etc/nodeagent/secrets/api-token"]
-  - [sh, -c, "curl -fsSL -o /usr/local/bin/nodeagent.download \(binaryURL) && echo '\(sha256)  /usr/local/bin/nodeagent.download' | sha256sum -c - && install -m 0755 /usr/local/bin/nodeagent.download /usr/local/bin/nodeagent && rm -f /usr/local/bin/nodeagent.download"]
+  - [sh, -c, \(JSONValue.string(download(binaryURL: binaryURL, sha256: sha256)).jsonText)]
   - [systemctl, daemon-reload]
   - [systemctl, enable, --now, nodeagent.service]
 """ + "\n"

@@ -45,7 +45,8 @@ struct StatusCommand: AsyncParsableCommand {
         return "http://127.0.0.1:9430"
     }
 
-    static func render(_ s: JSONValue) -> String {
+    static func render(_ status: JSONValue) -> String {
+        let s = sanitised(status)
         let name = s["applied"]?["name"]?.string ?? "(nothing applied)"
         let applied = s["applied"]?["commit"]?.string.map { String($0.prefix(12)) } ?? "-"
         var out = "\(name)  applied \(applied)  \(s["converged"] == .bool(true) ? "converged" : "NOT converged")\n"
@@ -70,5 +71,15 @@ struct StatusCommand: AsyncParsableCommand {
             }
         }
         return out
+    }
+
+    /// Every string of the status made safe for a terminal (`TerminalText`).
+    static func sanitised(_ value: JSONValue) -> JSONValue {
+        switch value {
+        case .string(let text): return .string(TerminalText.sanitised(text))
+        case .array(let items): return .array(items.map(sanitised))
+        case .object(let members): return .object(members.map { JSONValue.Member($0.key, sanitised($0.value)) })
+        default: return value
+        }
     }
 }

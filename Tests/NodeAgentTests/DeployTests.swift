@@ -69,8 +69,8 @@ struct DeployTests {
         let schema = try await SystemCommandRunner().run(Command("cloud-init", ["schema", "--config-file", dir + "/user-data.yaml"]))
         #expect(schema.exitCode == 0, "\(schema.stdout)\(schema.stderr)")
         let userData = try String(contentsOfFile: dir + "/user-data.yaml", encoding: .utf8)
-        #expect(userData.contains("curl -fsSL -o /usr/local/bin/nodeagent.download https://downloads.example.com/nodeagent"))
-        #expect(userData.contains("repo: https://git.example.com/platform.git"))
+        #expect(userData.contains("-o /usr/local/bin/nodeagent.download 'https://downloads.example.com/nodeagent'"))
+        #expect(userData.contains("repo: \"https://git.example.com/platform.git\""))
         // Never over an existing file without --force; a bad flag writes nothing.
         #expect(try await Binary.run(args).exitCode == 1)
         let bad = try await Binary.run(["init", "--name", "Bad_Name", "--repo", "r", "--endpoint", "e", "--output", dir + "/other"])

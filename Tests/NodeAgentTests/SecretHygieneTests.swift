@@ -169,6 +169,10 @@ struct HostileClientTests {
         #expect(!line("garbage").hasPrefix("HTTP/1.1 2"), "\(result)")
         #expect(line("sync_no_token").hasPrefix("HTTP/1.1 401"), "\(result)")
         #expect(line("sync_wrong_token").hasPrefix("HTTP/1.1 401"), "\(result)")
+        // A browser tricked by DNS rebinding names another host: refused.
+        #expect(line("rebinding").hasPrefix("HTTP/1.1 421"), "\(result)")
+        // 200 idle connections from one address: the server keeps its per-address cap of them.
+        #expect((result["idle_open"]?.int ?? 999) <= 16, "\(result)")
         #expect(!line("oversized_body").hasPrefix("HTTP/1.1 2"), "\(result)")
         // 2000 mutated requests: every answer a well-formed status line or a closed connection,
         // never a 5xx, never a refused connection (the server stays up and listening).
@@ -179,6 +183,9 @@ struct HostileClientTests {
         let good = result["good_requests"]?.int ?? 0, ok = result["good_ok"]?.int ?? -1
         #expect(good >= 10 && ok == good, "\(result)")
         if case .double(let worst)? = result["good_max_seconds"] { #expect(worst < 2, "\(result)") }
+        // Bounded descriptors: what the clients hold is capped, the rest stays for the loop.
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? 0
+        #expect(fds > 0 && fds < 400, "the daemon holds \(fds) descriptors")
         // Bounded memory: the resident set after the attacks.
         let rss = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8))?.split(separator: "\n")
             .first { $0.hasPrefix("VmRSS:") }?.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0

@@ -189,9 +189,23 @@ final class ReconcileLoop: Service, Sendable {
         return ("127.0.0.1", 9430)
     }
 
+    /// The contents of every secret file the desired state names, line by line: what /status
+    /// redacts wherever it was echoed.
+    func secretValues() -> [String] {
+        guard let platform = current.withLock({ $0 }) else { return [] }
+        var out: [String] = []
+        for (_, file) in platform.secretFiles {
+            guard let bytes = try? host.files.readSecret(file.value, limit: 1 << 20) else { continue }
+            out += String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline).map(String.init)
+        }
+        return out
+    }
+
     /// The bearer token for POST /sync, from `spec.status.tokenFile`.
     func syncToken() -> [UInt8]? {
-        guard let file = current.withLock({ $0 })?.spec.status?.tokenFile, let bytes = try? host.files.read(file.value) else { return nil }
+        // A regular root-owned 0600 file, never through a link: otherwise POST /sync stays off.
+        guard let file = current.withLock({ $0 })?.spec.status?.tokenFile,
+              let bytes = try? host.files.readSecret(file.value, limit: 64 << 10) else { return nil }
         return Array(String(decoding: bytes, as: UTF8.self).split(separator: "\n").first.map { Array($0.utf8) } ?? [])
     }
 }

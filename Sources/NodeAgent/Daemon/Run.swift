@@ -68,16 +68,32 @@ struct Run: AsyncParsableCommand {
         // The status server binds after the first pass: the WireGuard address it binds to is
         // created by that pass. Listed first, it also stops last.
         let serverLogger = logger
+        let connectionGuard = ConnectionGuard()
+        Self.raiseDescriptorLimit()
         let server = DeferredServer(loop: loop) {
             let address = loop.listenAddress(override: listen)
             serverLogger.info("serving", metadata: ["address": "\(address.host):\(address.port)"])
-            return Application(router: StatusServer.router(status: status, metrics: metrics, loop: loop),
+            let router = StatusServer.router(status: status, metrics: metrics, loop: loop,
+                                             host: HostHeaderMiddleware(listen: address.host, port: address.port))
+            return Application(router: router, server: .http1(configuration: connectionGuard.http1),
                                configuration: .init(address: .hostname(address.host, port: address.port), serverName: "nodeagent"),
                                logger: serverLogger)
         }
         let scheduler = BackupScheduler(loop: loop, host: host, options: options, metrics: metrics, logger: logger)
         let group = ServiceGroup(configuration: .init(services: [server, loop, scheduler], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+}
+
+extension Run {
+    /// The soft limit of open files up to the hard one (the unit sets `LimitNOFILE=`; a daemon
+    /// started otherwise still gets what the system allows), so clients at their cap never
+    /// take the descriptors the reconcile loop needs.
+    static func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
     }
 }
 

@@ -5,14 +5,16 @@ import YAML
 
 /// The HTTP API on the WireGuard address: /healthz, /readyz, /status, /metrics, POST /sync.
 enum StatusServer {
-    static func router(status: AgentStatus, metrics: AgentMetrics, loop: ReconcileLoop) -> Router<BasicRequestContext> {
+    static func router(status: AgentStatus, metrics: AgentMetrics, loop: ReconcileLoop,
+                       host: HostHeaderMiddleware<BasicRequestContext>? = nil) -> Router<BasicRequestContext> {
         let router = Router()
+        if let host { router.add(middleware: host) }
         router.get("/healthz") { _, _ in text(.ok, "ok\n") }
         router.get("/readyz") { _, _ in
             await status.lastPassConverged ? text(.ok, "converged\n") : text(.serviceUnavailable, "not converged\n")
         }
         router.get("/status") { _, _ in
-            let json = await status.json
+            let json = StatusRedaction.apply(await status.json, secrets: loop.secretValues())
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: json.jsonText + "\n")))
         }
         router.get("/metrics") { _, _ in

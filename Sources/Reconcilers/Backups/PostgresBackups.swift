@@ -137,8 +137,8 @@ public struct PostgresBackups: Sendable {
     /// checksum, rename, then the manifest. Removes what an interrupted run left first.
     func dump(_ database: String, target: PostgresTarget) async throws -> BackupManifest {
         let folder = store.folder(database)
-        try host.files.makeDirectory(spec.directory.value, mode: 0o700)
-        try host.files.makeDirectory(folder, mode: 0o700)
+        try makePrivateDirectory(spec.directory.value)
+        try makePrivateDirectory(folder)
         let leftovers = try store.removeLeftovers(database)
         if !leftovers.isEmpty { log("backup \(database): removed what an interrupted run left: \(leftovers.joined(separator: ", "))") }
         let started = host.clock.now()
@@ -155,6 +155,9 @@ public struct PostgresBackups: Sendable {
         let partial = "\(folder)/.partial-\(name)"
         // A failed dump takes its partial file with it at once (on a full disk, the space).
         do {
+            // Made 0600 first: pg_dump keeps the mode of a file it writes into, and would
+            // otherwise create it with the caller's umask (0644 from a root shell).
+            try createPrivate(partial)
             try await dumpInto(partial: partial, database: database, snapshot: snapshot, tools: tools, target: target)
         } catch {
             try? host.files.remove(partial)
@@ -174,6 +177,25 @@ public struct PostgresBackups: Sendable {
         }
         return try await seal(partial: partial, name: name, folder: folder, database: database, started: started, version: version,
                               tools: tools, tables: tables)
+    }
+
+    /// A backup directory, made 0700 or tightened to it: dumps hold every row of a database.
+    func makePrivateDirectory(_ path: String) throws {
+        try host.files.makeDirectory(path, mode: 0o700)
+        var st = stat()
+        guard lstat(hostPath(path), &st) == 0 else { throw FileSystemError(operation: "stat", path: hostPath(path), errno: errno) }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else { throw FileSystemError(operation: "use", path: hostPath(path), errno: ENOTDIR, problem: .notDirectory) }
+        if st.st_mode & 0o077 != 0, chmod(hostPath(path), 0o700) != 0 {
+            throw FileSystemError(operation: "chmod", path: hostPath(path), errno: errno)
+        }
+    }
+
+    /// An empty file only root can read, whatever the umask.
+    func createPrivate(_ path: String) throws {
+        let fd = open(hostPath(path), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw FileSystemError(operation: "create", path: hostPath(path), errno: errno) }
+        defer { close(fd) }
+        guard fchmod(fd, 0o600) == 0 else { throw FileSystemError(operation: "chmod", path: hostPath(path), errno: errno) }
     }
 
     func dumpInto(partial: String, database: String, snapshot: String, tools: PostgresTools, target: PostgresTarget) async throws {
@@ -208,9 +230,11 @@ public struct PostgresBackups: Sendable {
         let number = try await Offload.run { Int((try session.query("SHOW server_version_num").first?.first ?? nil) ?? "") ?? 0 }
         let tools = try await PostgresTools.find(serverMajor: number / 10000, commands: host.commands)
         let folder = "\(spec.directory.value)/globals"
-        try host.files.makeDirectory(folder, mode: 0o700)
+        try makePrivateDirectory(spec.directory.value)
+        try makePrivateDirectory(folder)
         let name = "globals-\(BackupStore.stamp(host.clock.now())).sql"
         let partial = "\(folder)/.partial-\(name)"
+        try createPrivate(partial)
         try await withPassfile(target) { env in
             try await run(Command(tools.pgDumpall, ["--globals-only", "--no-password", "--file=\(hostPath(partial))",
                                                     "--dbname=\(Self.conninfo(target, database: "postgres"))"],

@@ -13,13 +13,9 @@ public enum SecretSource: Sendable {
     func read(_ path: AbsolutePath, for what: String) throws -> String? {
         guard case .files(let files) = self else { return nil }
         do {
-            guard let bytes = try files.read(path.value), let mode = try files.mode(path.value) else {
+            guard let bytes = try files.readSecret(path.value, limit: Self.limit) else {
                 throw ReconcileError(.failed, reason: "SecretFileMissing",
                                      "\(path) (\(what)) does not exist: write the secret there on the node, mode 0600")
-            }
-            guard mode & 0o077 == 0 else {
-                throw ReconcileError(.failed, reason: "SecretFileExposed",
-                                     "\(path) (\(what)) is mode \(String(mode & 0o777, radix: 8)): secrets must be readable by their owner only (chmod 600)")
             }
             var text = String(decoding: bytes, as: UTF8.self)
             while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
@@ -28,7 +24,24 @@ public enum SecretSource: Sendable {
             }
             return text
         } catch let error as FileSystemError {
-            throw ReconcileError(.failed, reason: "SecretFileUnreadable", "\(path) (\(what)): \(error)")
+            throw Self.refusal(error, path: path, what: what)
+        }
+    }
+
+    /// Secret files are keys, passwords and tokens: anything bigger is not one.
+    public static let limit = 1 << 20
+
+    /// Why a secret file was not read, as a reconciler failure with a stable reason.
+    public static func refusal(_ error: FileSystemError, path: AbsolutePath, what: String) -> ReconcileError {
+        switch error.problem {
+        case .exposed(let mode)?:
+            return ReconcileError(.failed, reason: "SecretFileExposed",
+                                  "\(path) (\(what)) is mode \(String(mode & 0o777, radix: 8)): secrets must be readable by their owner only (chmod 600)")
+        case .some:
+            return ReconcileError(.failed, reason: "SecretFileRefused",
+                                  "\(error.description) (\(what)): a secret file must be a regular file owned by root, mode 0600, at most \(limit) bytes")
+        case nil:
+            return ReconcileError(.failed, reason: "SecretFileUnreadable", "\(path) (\(what)): \(error)")
         }
     }
 

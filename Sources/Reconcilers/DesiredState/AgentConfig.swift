@@ -13,13 +13,20 @@ package struct AgentConfig: Sendable, Equatable {
         /// Path of platform.yaml in the repository.
         package var path: String
         package var deployKeyFile: AbsolutePath?
+        /// An HTTPS access token, read from this file and sent in a header git takes from its
+        /// environment: never in the URL, on a command line or in agent.yaml.
+        package var tokenFile: AbsolutePath?
+        /// The user name sent with the token (GitLab wants `oauth2`; GitHub takes any).
+        package var tokenUser: String
         /// With it, only commits signed by a listed key apply (`git verify-commit`).
         package var allowedSignersFile: AbsolutePath?
         /// Accept a ref that moved to a commit not descending from the applied one.
         package var allowHistoryRewrite: Bool
 
         package init(repo: String, ref: String, commit: String?, path: String, deployKeyFile: AbsolutePath?,
-                     allowedSignersFile: AbsolutePath?, allowHistoryRewrite: Bool) {
+                     allowedSignersFile: AbsolutePath?, allowHistoryRewrite: Bool, tokenFile: AbsolutePath? = nil, tokenUser: String = "oauth2") {
+            self.tokenFile = tokenFile
+            self.tokenUser = tokenUser
             self.repo = repo
             self.ref = ref
             self.commit = commit
@@ -89,13 +96,16 @@ extension AgentConfig: YAMLDecodable {
 extension AgentConfig.Source: YAMLDecodable {
     package init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
         let r = try MappingReader(node, path: path, context: context,
-                                  keys: ["repo", "ref", "commit", "path", "deployKeyFile", "allowedSignersFile", "allowHistoryRewrite"])
+                                  keys: ["repo", "ref", "commit", "path", "deployKeyFile", "tokenFile", "tokenUser", "allowedSignersFile",
+                                         "allowHistoryRewrite"])
         repo = try r.required("repo")
         ref = try r.optional("ref") ?? "main"
         let commit: String? = try r.optional("commit")
         self.commit = commit?.isEmpty == true ? nil : commit
         self.path = try r.optional("path") ?? "platform.yaml"
         deployKeyFile = try r.optional("deployKeyFile")
+        tokenFile = try r.optional("tokenFile")
+        tokenUser = try r.optional("tokenUser") ?? "oauth2"
         allowedSignersFile = try r.optional("allowedSignersFile")
         allowHistoryRewrite = try r.optional("allowHistoryRewrite") ?? false
         try r.finish()
@@ -112,8 +122,61 @@ extension AgentConfig.Source: YAMLDecodable {
         if self.path.hasPrefix("/") || self.path.split(separator: "/").contains("..") {
             throw context.fail(.invalidValue, "path is relative to the repository root, without ..", at: r.node("path")!.mark, path: path + "path")
         }
-        if repo.hasPrefix("-") {
-            throw context.fail(.invalidValue, "\"\(repo)\" is not a repository URL", at: r.node("repo")!.mark, path: path + "repo")
+        if repo.hasPrefix("-") || repo.contains(where: { $0.isWhitespace || ($0.asciiValue ?? 0x20) < 0x20 }) {
+            throw context.fail(.invalidValue, "\"\(GitURL.redacted(repo))\" is not a repository URL", at: r.node("repo")!.mark, path: path + "repo")
         }
+        if let problem = GitURL.credentialProblem(repo) {
+            throw context.fail(.inlineSecret, problem, at: r.node("repo")!.mark, path: path + "repo")
+        }
+        if tokenFile != nil, deployKeyFile != nil {
+            throw context.fail(.conflict, "set either tokenFile (HTTPS) or deployKeyFile (SSH), not both", at: node.mark, path: path)
+        }
+        if tokenUser.isEmpty || tokenUser.contains(where: { $0 == ":" || !$0.isASCII || $0.isWhitespace || $0.isNewline }) {
+            throw context.fail(.invalidValue, "tokenUser must be a plain user name (no ':', spaces or control characters)",
+                               at: r.node("tokenUser")!.mark, path: path + "tokenUser")
+        }
+    }
+}
+
+/// Credentials in Git URLs: refused in configuration, removed from every message.
+package enum GitURL {
+    /// Why the URL must not be used as written, or nil. `https://user:token@host/…` and
+    /// `https://token@host/…` put a credential in agent.yaml, in git's argv (which every local
+    /// user can read) and in its error messages; an SSH user name (`ssh://git@host/…`) is not
+    /// a secret and stays allowed.
+    package static func credentialProblem(_ url: String) -> String? {
+        let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2 else { return nil }
+        let scheme = parts[0].lowercased()
+        let authority = parts[1].prefix { $0 != "/" }
+        guard let at = authority.lastIndex(of: "@") else { return nil }
+        let userinfo = authority[..<at]
+        if scheme.hasPrefix("http") || userinfo.contains(":") {
+            return "the repository URL carries a credential (user information before @): remove it and put the token in a file on the node, "
+                + "named by source.tokenFile (HTTPS), or use an SSH URL with source.deployKeyFile"
+        }
+        return nil
+    }
+
+    /// The text with the user information of every URL in it removed:
+    /// `https://user:token@host/x` → `https://host/x`.
+    package static func redacted(_ text: String) -> String {
+        let chars = Array(text)
+        var out = ""
+        var i = 0
+        while i < chars.count {
+            out.append(chars[i])
+            if i + 2 < chars.count, chars[i] == ":", chars[i + 1] == "/", chars[i + 2] == "/" {
+                out += "//"
+                i += 3
+                // The authority runs to the next / (or space or quote); drop what precedes its last @.
+                var end = i
+                while end < chars.count, !"/ '\"\n".contains(chars[end]) { end += 1 }
+                if let at = chars[i..<end].lastIndex(of: "@") { i = at + 1 }
+                continue
+            }
+            i += 1
+        }
+        return out
     }
 }

@@ -32,6 +32,22 @@ public struct IPAddress: YAMLScalarParsable, Sendable, Hashable, CustomStringCon
     public var bytes: [UInt8]
     public var isIPv4: Bool { bytes.count == 4 }
 
+    /// The IPv4 address inside an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), if it is one.
+    public var mappedIPv4: IPAddress? {
+        guard bytes.count == 16, bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF else { return nil }
+        var v4 = self
+        v4.bytes = Array(bytes[12...])
+        return v4
+    }
+
+    /// Every "any address" form: `0.0.0.0`, `::`, and `::ffff:0.0.0.0`, which binds IPv4's any too.
+    public var isUnspecified: Bool { bytes.allSatisfy { $0 == 0 } || mappedIPv4?.isUnspecified == true }
+
+    public var isLoopback: Bool {
+        if let v4 = mappedIPv4 { return v4.isLoopback }
+        return isIPv4 ? bytes[0] == 127 : bytes == [UInt8](repeating: 0, count: 15) + [1]
+    }
+
     public init(parsing text: String) throws(InvalidValue) {
         if text.contains(":") {
             var a = in6_addr()

@@ -10,6 +10,63 @@ extension Platform {
         validateReferences(at: spec, context)
         validateNetworks(at: spec, context)
         if let status = self.spec.status { validateStatus(status, at: spec + "status", context) }
+        validateSecretFiles(context)
+        validateChartRepositories(at: spec, context)
+    }
+
+    /// Files that belong to other systems' credentials: naming one as a secret file would copy
+    /// it into a Kubernetes Secret or a config. A committer is trusted with the node's desired
+    /// state, not with a read of root's keys into places pods and peers can reach.
+    static let foreignCredentialPaths = ["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/nodeagent/agent.yaml"]
+    static let foreignCredentialDirectories = ["/etc/ssh/", "/etc/rancher/", "/var/lib/rancher/", "/root/.ssh/", "/var/lib/nodeagent/",
+                                               "/proc/", "/sys/", "/dev/"]
+
+    /// Every `…File` field that names a secret, with where it is.
+    public var secretFiles: [(path: FieldPath, file: AbsolutePath)] {
+        let spec = FieldPath.root + "spec"
+        var out: [(FieldPath, AbsolutePath)] = []
+        if let wg = self.spec.wireguard {
+            out.append((spec + "wireguard" + "privateKeyFile", wg.privateKeyFile))
+            for (i, peer) in wg.peers.enumerated() {
+                if let f = peer.presharedKeyFile { out.append(((spec + "wireguard" + "peers").appending(index: i) + "presharedKeyFile", f)) }
+            }
+        }
+        for (i, release) in (self.spec.helmReleases ?? []).enumerated() {
+            for (j, item) in release.valuesSecrets.enumerated() {
+                out.append((((spec + "helmReleases").appending(index: i) + "valuesSecrets").appending(index: j) + "file", item.file))
+            }
+        }
+        if let app = self.spec.argocd?.appOfApps {
+            if let f = app.passwordFile { out.append((spec + "argocd" + "appOfApps" + "passwordFile", f)) }
+            if let f = app.sshPrivateKeyFile { out.append((spec + "argocd" + "appOfApps" + "sshPrivateKeyFile", f)) }
+        }
+        if let f = self.spec.alerting?.email?.passwordFile { out.append((spec + "alerting" + "email" + "passwordFile", f)) }
+        if let f = self.spec.backups?.postgres?.connection?.passwordFile {
+            out.append((spec + "backups" + "postgres" + "connection" + "passwordFile", f))
+        }
+        if let f = self.spec.status?.tokenFile { out.append((spec + "status" + "tokenFile", f)) }
+        return out
+    }
+
+    private func validateSecretFiles(_ context: DecodeContext) {
+        for (path, file) in secretFiles {
+            let v = file.value
+            if Self.foreignCredentialPaths.contains(v) || Self.foreignCredentialDirectories.contains(where: { v.hasPrefix($0) }) {
+                context.fail(.invalidValue, "\(v) belongs to another system's credentials (SSH host keys, K3s, /etc/shadow, nodeagent's own state); "
+                             + "write the secret to its own file, such as /etc/nodeagent/secrets/NAME, mode 0600", path: path)
+            }
+        }
+    }
+
+    /// A chart runs with cluster-admin rights: fetched over plain HTTP, anyone on the path could
+    /// swap it. http:// is accepted only for a repository on the node itself (a local mirror).
+    private func validateChartRepositories(at spec: FieldPath, _ context: DecodeContext) {
+        for (i, release) in (self.spec.helmReleases ?? []).enumerated() {
+            guard let repo = release.repo, repo.scheme == "http", !repo.isLoopback else { continue }
+            context.fail(.invalidValue, "\(repo) is plain http://: anyone on the path could swap the chart, which runs as cluster-admin; "
+                         + "use https:// (http:// is accepted only for a mirror on the node itself: localhost, 127.0.0.0/8 or [::1])",
+                         path: (spec + "helmReleases").appending(index: i) + "repo")
+        }
     }
 
 
@@ -42,6 +99,13 @@ extension Platform {
         }
     }
 
+    /// The pod and service networks (K3s's defaults when spec.k3s is absent: a cluster may
+    /// still come later, and a peer holding 10.42.0.0/16 would then pass as a pod).
+    var clusterNetworks: [IPNetwork] {
+        if let k3s = spec.k3s { return [k3s.clusterCIDR, k3s.serviceCIDR] }
+        return [try! IPNetwork(parsing: "10.42.0.0/16"), try! IPNetwork(parsing: "10.43.0.0/16")]
+    }
+
     private func validateWireGuard(_ wg: WireGuardSpec, at path: FieldPath, _ context: DecodeContext) {
         let peers = path + "peers"
         Self.reportDuplicates(wg.peers.map(\.name.value), at: peers, field: "name", noun: "peer name", context)
@@ -58,6 +122,11 @@ extension Platform {
             for (j, network) in peer.allowedIPs.enumerated() {
                 let (first, last) = network.range
                 entries.append(Entry(network: network, first: first, last: last, peer: i, index: j, order: entries.count))
+                for cidr in clusterNetworks where network.overlaps(cidr) {
+                    context.fail(.conflict, "\(network) overlaps the cluster network \(cidr), whose traffic the firewall trusts as pods'; "
+                                 + "a peer must not be routed addresses that the node takes for its own pods and services",
+                                 path: (peers.appending(index: i) + "allowedIPs").appending(index: j))
+                }
                 if network.contains(wg.address.address) {
                     context.fail(.conflict, "\(network) contains the node's own WireGuard address \(wg.address.address)",
                                  path: (peers.appending(index: i) + "allowedIPs").appending(index: j))
@@ -123,13 +192,35 @@ extension Platform {
 
     private func validateStatus(_ status: StatusSpec, at path: FieldPath, _ context: DecodeContext) {
         guard let ip = status.listen.ip else { return }
-        let isLoopback = ip.isIPv4 ? ip.bytes[0] == 127 : ip.bytes == [UInt8](repeating: 0, count: 15) + [1]
-        if ip.bytes.allSatisfy({ $0 == 0 }) {
+        if ip.isUnspecified {
             context.fail(.invalidValue, "\(ip) listens on every address, the public one included; use the WireGuard address",
                          path: path + "listen")
-        } else if let wg = spec.wireguard, !isLoopback, !wg.address.contains(ip) {
+        } else if let wg = spec.wireguard, !ip.isLoopback, !wg.address.contains(ip) {
             context.fail(.invalidValue, "\(ip) is outside the WireGuard subnet \(wg.address); the status endpoint is for the VPN only",
                          path: path + "listen")
+        }
+    }
+
+    /// Values reach other programs' input (sysctl.d, sshd, wg-quick, nft, a kubelet's
+    /// arguments): a control character there could start a new line of that input. Refused in
+    /// every scalar except Helm chart values, which reach the chart as YAML, encoded.
+    static func refuseControlCharacters(_ node: YAMLNode, path: FieldPath, _ context: DecodeContext) {
+        switch node.content {
+        case .scalar(let scalar):
+            if let bad = scalar.text.unicodeScalars.first(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) || $0 == "\u{2028}" || $0 == "\u{2029}" }) {
+                let hex = String(bad.value, radix: 16, uppercase: true)
+                context.fail(.invalidValue, "a control character (U+\(String(repeating: "0", count: max(0, 4 - hex.count)) + hex)) is not allowed here: "
+                             + "this value is written into another program's input", at: node.mark, path: path)
+            }
+        case .sequence(let items):
+            for (i, item) in items.enumerated() { refuseControlCharacters(item, path: path.appending(index: i), context) }
+        case .mapping(let pairs):
+            for pair in pairs {
+                let key = pair.key.scalar?.text ?? ""
+                if key == "values", path.description.contains("helmReleases") { continue }
+                refuseControlCharacters(pair.key, path: path.appending(key), context)
+                refuseControlCharacters(pair.value, path: path.appending(key), context)
+            }
         }
     }
 
@@ -177,6 +268,7 @@ public enum DesiredStateLoader {
             throw DiagnosticsError(context.sortedDiagnostics)
         }
         platform.validateRelations(context)
+        Platform.refuseControlCharacters(node, path: .root, context)
         if !context.diagnostics.isEmpty { throw DiagnosticsError(context.sortedDiagnostics) }
         return platform
     }

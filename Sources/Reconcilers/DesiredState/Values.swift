@@ -50,6 +50,11 @@ public struct AbsolutePath: YAMLScalarParsable, Sendable, Hashable, CustomString
         if text != "/", segments.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) {
             throw InvalidValue("\"\(text)\" must be a normalised path (no //, trailing /, . or .. segments)")
         }
+        // Paths are written into wg-quick's PostUp (run by bash), systemd units and configs.
+        if let bad = text.first(where: { !($0.isASCII && ($0.isLetter || $0.isNumber || "/._-+@,:".contains($0))) }) {
+            throw InvalidValue("\"\(text)\" contains \(bad.isWhitespace || !bad.isASCII || bad.asciiValue.map { $0 < 0x20 } == true ? "a space, a control or a non-ASCII character" : "\"\(bad)\""): "
+                               + "paths are limited to letters, digits and / . _ - + @ , : (they are written into shell lines and configs)")
+        }
         value = text
     }
 
@@ -254,6 +259,18 @@ public struct RepoURL: YAMLScalarParsable, Sendable, Hashable, CustomStringConve
         }
         value = text
         self.scheme = scheme
+    }
+
+    /// Whether the host is this machine: `localhost`, 127.0.0.0/8 or `[::1]`.
+    public var isLoopback: Bool {
+        guard let rest = value.split(separator: "://", maxSplits: 1).dropFirst().first else { return false }
+        var host = String(rest.split(separator: "/", maxSplits: 1).first ?? "")
+        if let at = host.lastIndex(of: "@") { host = String(host[host.index(after: at)...]) }
+        if host.hasPrefix("[") { host = String(host.dropFirst().prefix { $0 != "]" }) } else if let colon = host.lastIndex(of: ":") {
+            host = String(host[..<colon])
+        }
+        if host.lowercased() == "localhost" { return true }
+        return (try? IPAddress(parsing: host))?.isLoopback ?? false
     }
 
     public var description: String { value }

@@ -52,7 +52,8 @@ public struct FirewallReconciler: Reconciler {
     public func desired(from platform: Platform) -> Desired? {
         guard let spec = platform.spec.firewall else { return nil }
         let cluster = platform.spec.k3s.map { [$0.clusterCIDR, $0.serviceCIDR] } ?? []
-        return Desired(ruleset: NftRuleset(spec, vpnInterface: platform.spec.wireguard?.interface.name, clusterNetworks: cluster))
+        return Desired(ruleset: NftRuleset(spec, vpnInterface: platform.spec.wireguard?.interface.name, clusterNetworks: cluster,
+                                           statusPort: platform.spec.status?.listen.port))
     }
 
     public func observe(_ desired: Desired) async throws -> Observed {

@@ -24,8 +24,12 @@ public struct NftRuleset: Sendable, Equatable {
     public var vpnUDP: [Port]
     /// Pod and service networks, whose traffic to the node is K3s's own.
     public var clusterNetworks: [IPNetwork]
+    /// nodeagent's status port: for WireGuard peers and loopback only, never for pods (which
+    /// the cluster rules below would otherwise let in).
+    public var statusPort: Port?
 
-    public init(_ spec: FirewallSpec, vpnInterface: String?, clusterNetworks: [IPNetwork]) {
+    public init(_ spec: FirewallSpec, vpnInterface: String?, clusterNetworks: [IPNetwork], statusPort: Port? = nil) {
+        self.statusPort = statusPort
         publicInterface = spec.publicInterface.name
         publicTCP = spec.public.tcp
         publicUDP = spec.public.udp
@@ -56,6 +60,7 @@ public struct NftRuleset: Sendable, Equatable {
         if let vpn = vpnInterface {
             input += portRules(prefix: "iifname \(quote(vpn)) ", tcp: vpnTCP, udp: vpnUDP)
         }
+        if let statusPort { input.append("tcp dport \(statusPort) drop") }
         input.append("iifname { \"cni0\", \"flannel.1\" } accept")
         let v4 = clusterNetworks.filter(\.address.isIPv4).map(\.description)
         let v6 = clusterNetworks.filter { !$0.address.isIPv4 }.map(\.description)

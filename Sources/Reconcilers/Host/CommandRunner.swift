@@ -36,7 +36,9 @@ public struct Command: Sendable, Equatable, CustomStringConvertible {
         self.outputLimit = outputLimit
     }
 
-    public var description: String { ([executable] + arguments).joined(separator: " ") }
+    /// The command line for messages, with the user information of any URL removed (a token
+    /// in a URL must not reach an error, the log or /status).
+    public var description: String { GitURL.redacted(([executable] + arguments).joined(separator: " ")) }
 }
 
 public struct CommandResult: Sendable, Equatable {
@@ -67,7 +69,7 @@ public struct CommandError: Error, Sendable, CustomStringConvertible {
         self.message = message
     }
 
-    public var description: String { "\(command): \(message)" }
+    public var description: String { GitURL.redacted("\(command): \(message)") }
 }
 
 /// Runs programs on the node.

@@ -26,6 +26,21 @@ public protocol FileSystem: Sendable {
     func setOwner(_ path: String, uid: UInt32, gid: UInt32) throws(FileSystemError)
     /// The names in a directory (not `.` and `..`), sorted; nil when it does not exist.
     func list(_ directory: String) throws(FileSystemError) -> [String]?
+    /// Reads `home/subdirectory/name` where an unprivileged user owns `home` (the SSH user's
+    /// `~/.ssh/authorized_keys`): each step through a descriptor opened without following a
+    /// link, never blocking on a FIFO, a regular file of at most `limit` bytes.
+    /// - Returns: nil when the subdirectory or the file does not exist.
+    func readInUserDirectory(home: String, subdirectory: String, name: String, limit: Int) throws(FileSystemError) -> [UInt8]?
+    /// Replaces `home/subdirectory/name` atomically, the same way: the subdirectory (created with
+    /// `directoryMode` when missing) and the file end up owned by `uid`/`gid`, and every call
+    /// after the first open is relative to a verified descriptor, so swapping a path for a link
+    /// between two steps changes nothing.
+    func writeInUserDirectory(home: String, subdirectory: String, name: String, _ bytes: [UInt8], mode: UInt32, directoryMode: UInt32,
+                              uid: UInt32, gid: UInt32) throws(FileSystemError)
+    /// Reads a secret file the desired state names: a regular file (no link, FIFO or device),
+    /// owned by the user nodeagent runs as, with no group or other permission bits, of at most
+    /// `limit` bytes. nil when it does not exist.
+    func readSecret(_ path: String, limit: Int) throws(FileSystemError) -> [UInt8]?
 }
 
 extension FileSystem {
@@ -40,12 +55,37 @@ extension FileSystem {
 }
 
 public struct FileSystemError: Error, Sendable, CustomStringConvertible {
+    /// A file refused for what it is rather than for an errno.
+    public enum Problem: Sendable, Equatable {
+        case symbolicLink
+        case notRegularFile
+        case notDirectory
+        case tooLarge(limit: Int)
+        case foreignOwner(uid: UInt32)
+        case exposed(mode: UInt32)
+        case hardLinked
+    }
+
     public var operation: String
     public var path: String
     public var errno: Int32
+    public var problem: Problem?
+
+    public init(operation: String, path: String, errno: Int32, problem: Problem? = nil) {
+        (self.operation, self.path, self.errno, self.problem) = (operation, path, errno, problem)
+    }
 
     public var description: String {
-        "cannot \(operation) \(path): \(String(cString: strerror(errno)))"
+        guard let problem else { return "cannot \(operation) \(path): \(String(cString: strerror(errno)))" }
+        switch problem {
+        case .symbolicLink: return "\(path) is a symbolic link: nodeagent does not follow links here (name or place the file itself)"
+        case .notRegularFile: return "\(path) is not a regular file (a FIFO, device or socket is refused)"
+        case .notDirectory: return "\(path) is not a directory"
+        case .tooLarge(let limit): return "\(path) is larger than \(limit) bytes: refused"
+        case .foreignOwner(let uid): return "\(path) is owned by uid \(uid), not by the user nodeagent runs as or the account it manages"
+        case .exposed(let mode): return "\(path) is mode \(String(mode & 0o777, radix: 8)): it must be readable by its owner only (chmod 600)"
+        case .hardLinked: return "\(path) has other hard links: refused"
+        }
     }
 }
 
@@ -102,15 +142,7 @@ public struct RootedFileSystem: FileSystem {
             if !closed { close(fd) }
         }
         do throws(FileSystemError) {
-            var offset = 0
-            while offset < bytes.count {
-                let n = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw FileSystemError(operation: "write", path: temp, errno: errno)
-                }
-                offset += n
-            }
+            try Self.writeAll(fd, bytes, shown: temp)
             guard fchmod(fd, mode_t(mode)) == 0 else { throw FileSystemError(operation: "chmod", path: temp, errno: errno) }
             guard fsync(fd) == 0 else { throw FileSystemError(operation: "fsync", path: temp, errno: errno) }
             closed = true
@@ -187,6 +219,132 @@ public struct RootedFileSystem: FileSystem {
             if name != ".", name != ".." { names.append(name) }
         }
         return names.sorted()
+    }
+
+    public func readInUserDirectory(home: String, subdirectory: String, name: String, limit: Int) throws(FileSystemError) -> [UInt8]? {
+        let homePath = hostPath(home)
+        guard let homeFD = try Self.openDirectory(AT_FDCWD, homePath, shown: homePath, missingIsNil: true) else { return nil }
+        defer { close(homeFD) }
+        let dirPath = "\(homePath)/\(subdirectory)"
+        guard let dirFD = try Self.openDirectory(homeFD, subdirectory, shown: dirPath, missingIsNil: true) else { return nil }
+        defer { close(dirFD) }
+        let path = "\(dirPath)/\(name)"
+        return try Self.readRegular(dirFD, name, shown: path, limit: limit) { st throws(FileSystemError) in
+            guard st.st_nlink == 1 else { throw FileSystemError(operation: "read", path: path, errno: EPERM, problem: .hardLinked) }
+        }
+    }
+
+    public func writeInUserDirectory(home: String, subdirectory: String, name: String, _ bytes: [UInt8], mode: UInt32, directoryMode: UInt32,
+                                     uid: UInt32, gid: UInt32) throws(FileSystemError) {
+        let homePath = hostPath(home)
+        // A missing home is made as the old code did (root's /root in a fresh root): its parents
+        // are root's, so no user can have placed anything on that path.
+        var st = stat()
+        if lstat(homePath, &st) != 0, errno == ENOENT { try makeDirectories(homePath) }
+        guard let homeFD = try Self.openDirectory(AT_FDCWD, homePath, shown: homePath, missingIsNil: false) else { return }
+        defer { close(homeFD) }
+        try Self.requireOwner(homeFD, path: homePath, allowed: [uid, 0])
+        let dirPath = "\(homePath)/\(subdirectory)"
+        var created = false
+        if mkdirat(homeFD, subdirectory, mode_t(directoryMode)) == 0 {
+            created = true
+        } else if errno != EEXIST {
+            throw FileSystemError(operation: "create directory", path: dirPath, errno: errno)
+        }
+        guard let dirFD = try Self.openDirectory(homeFD, subdirectory, shown: dirPath, missingIsNil: false) else { return }
+        defer { close(dirFD) }
+        // The descriptor is the directory we checked; whatever happens to its name from here on,
+        // every change below lands in it.
+        try Self.requireOwner(dirFD, path: dirPath, allowed: [uid, 0])
+        guard fchown(dirFD, uid, gid) == 0 else { throw FileSystemError(operation: "chown", path: dirPath, errno: errno) }
+        if created, fchmod(dirFD, mode_t(directoryMode)) != 0 { throw FileSystemError(operation: "chmod", path: dirPath, errno: errno) }
+        var generator = SystemRandomNumberGenerator()
+        let temp = ".\(name).nodeagent-" + (0..<6).map { _ in String(Int.random(in: 0..<36, using: &generator), radix: 36) }.joined()
+        let fd = openat(dirFD, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw FileSystemError(operation: "create a temp file in", path: dirPath, errno: errno) }
+        var closed = false
+        defer { if !closed { close(fd) } }
+        do throws(FileSystemError) {
+            try Self.writeAll(fd, bytes, shown: "\(dirPath)/\(temp)")
+            guard fchmod(fd, mode_t(mode)) == 0 else { throw FileSystemError(operation: "chmod", path: "\(dirPath)/\(temp)", errno: errno) }
+            guard fchown(fd, uid, gid) == 0 else { throw FileSystemError(operation: "chown", path: "\(dirPath)/\(temp)", errno: errno) }
+            guard fsync(fd) == 0 else { throw FileSystemError(operation: "fsync", path: "\(dirPath)/\(temp)", errno: errno) }
+            closed = true
+            guard close(fd) == 0 else { throw FileSystemError(operation: "close", path: "\(dirPath)/\(temp)", errno: errno) }
+            guard renameat(dirFD, temp, dirFD, name) == 0 else {
+                throw FileSystemError(operation: "rename into place", path: "\(dirPath)/\(name)", errno: errno)
+            }
+        } catch {
+            unlinkat(dirFD, temp, 0)
+            throw error
+        }
+        fsync(dirFD)
+    }
+
+    public func readSecret(_ path: String, limit: Int) throws(FileSystemError) -> [UInt8]? {
+        let full = hostPath(path)
+        return try Self.readRegular(AT_FDCWD, full, shown: full, limit: limit) { st throws(FileSystemError) in
+            guard st.st_uid == geteuid() else { throw FileSystemError(operation: "read", path: full, errno: EPERM, problem: .foreignOwner(uid: st.st_uid)) }
+            guard UInt32(st.st_mode) & 0o077 == 0 else {
+                throw FileSystemError(operation: "read", path: full, errno: EPERM, problem: .exposed(mode: UInt32(st.st_mode) & 0o7777))
+            }
+        }
+    }
+
+    /// Opens a directory without following a link in its last component.
+    /// - Returns: nil when it does not exist and `missingIsNil`.
+    private static func openDirectory(_ at: Int32, _ name: String, shown: String, missingIsNil: Bool) throws(FileSystemError) -> Int32? {
+        let fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        if fd >= 0 { return fd }
+        let code = errno
+        if code == ENOENT, missingIsNil { return nil }
+        if code == ELOOP { throw FileSystemError(operation: "open directory", path: shown, errno: code, problem: .symbolicLink) }
+        if code == ENOTDIR {
+            // O_NOFOLLOW with O_DIRECTORY reports a link to a directory as ENOTDIR on some kernels.
+            var st = stat()
+            let isLink = fstatat(at, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && (st.st_mode & S_IFMT) == S_IFLNK
+            throw FileSystemError(operation: "open directory", path: shown, errno: code, problem: isLink ? .symbolicLink : .notDirectory)
+        }
+        throw FileSystemError(operation: "open directory", path: shown, errno: code)
+    }
+
+    private static func requireOwner(_ fd: Int32, path: String, allowed: [UInt32]) throws(FileSystemError) {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw FileSystemError(operation: "stat", path: path, errno: errno) }
+        guard allowed.contains(st.st_uid) else { throw FileSystemError(operation: "use", path: path, errno: EPERM, problem: .foreignOwner(uid: st.st_uid)) }
+    }
+
+    /// Opens a regular file without following a link and without blocking (a FIFO opens at once
+    /// and is then refused), checks it, and reads at most `limit` bytes.
+    private static func readRegular(_ at: Int32, _ name: String, shown: String, limit: Int,
+                                    check: (stat) throws(FileSystemError) -> Void) throws(FileSystemError) -> [UInt8]? {
+        let fd = openat(at, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+        if fd < 0 {
+            let code = errno
+            if code == ENOENT { return nil }
+            throw FileSystemError(operation: "open", path: shown, errno: code, problem: code == ELOOP ? .symbolicLink : nil)
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw FileSystemError(operation: "stat", path: shown, errno: errno) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw FileSystemError(operation: "read", path: shown, errno: EPERM, problem: .notRegularFile) }
+        guard st.st_size <= limit else { throw FileSystemError(operation: "read", path: shown, errno: EFBIG, problem: .tooLarge(limit: limit)) }
+        try check(st)
+        return try FileReading.readAll(fd, limit: limit) { code in
+            FileSystemError(operation: "read", path: shown, errno: code, problem: code == EFBIG ? .tooLarge(limit: limit) : nil)
+        }
+    }
+
+    private static func writeAll(_ fd: Int32, _ bytes: [UInt8], shown: String) throws(FileSystemError) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileSystemError(operation: "write", path: shown, errno: errno)
+            }
+            offset += n
+        }
     }
 
     private func makeDirectories(_ directory: String) throws(FileSystemError) {

@@ -8,6 +8,9 @@ import KubeClient
 /// The K3s binary's file operations, on real paths and streamed (it is about 70 MB): hash,
 /// download-and-verify, install by rename, copy for the rollback snapshot.
 enum K3sBinary {
+    /// The most a download may be: a K3s binary is about 70 MiB.
+    static let maxSize: Int64 = 512 << 20
+
     /// Downloads `url` into `temp` (mode 0600: not executable until verified) and checks its
     /// SHA-256. On any failure the partial file is removed and nothing else was touched.
     static func fetch(_ url: String, to temp: String, expect sha256: String, log: @escaping @Sendable (String) -> Void) async throws {
@@ -25,7 +28,8 @@ enum K3sBinary {
         log("downloading \(url)")
         let received: Int64
         do {
-            received = try await HTTPDownload.fetch(url, to: fd, onChunk: { hash.update($0) }, progress: { p in
+            // A K3s binary is about 70 MiB; 512 MiB leaves room for growth, not for a full disk.
+            received = try await HTTPDownload.fetch(url, to: fd, maxSize: Self.maxSize, onChunk: { hash.update($0) }, progress: { p in
                 log("downloading \(url): \(p.received >> 20) MiB" + (p.total > 0 ? " of \(p.total >> 20) MiB" : ""))
             })
         } catch {

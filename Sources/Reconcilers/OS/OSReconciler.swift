@@ -50,7 +50,11 @@ public struct OSReconciler: Reconciler {
         var keys: [UInt8]?
         if let ssh = desired.ssh, !ssh.authorizedKeys.isEmpty {
             account = try lookUp(ssh.user)
-            if let account { keys = try host.files.read(account.home + "/.ssh/authorized_keys") }
+            if let account {
+                keys = try Self.userFile { () throws(FileSystemError) in
+                    try host.files.readInUserDirectory(home: account.home, subdirectory: ".ssh", name: "authorized_keys", limit: Self.authorizedKeysLimit)
+                }
+            }
         }
         return Observed(sysctlFile: try host.files.read(Self.sysctlPath), sysctlLive: live,
                         sshdDropIn: desired.ssh == nil ? nil : try host.files.read(Self.sshdDropInPath),
@@ -113,15 +117,12 @@ public struct OSReconciler: Reconciler {
             for change in changes {
                 if case .writeFile(let path, _, let after, let mode) = change.operation, path.hasSuffix("/.ssh/authorized_keys"),
                    let account = try lookUp(ssh.user) {
-                    let directory = account.home + "/.ssh"
-                    // A user could point ~/.ssh at root's: never write through a link.
-                    if try host.files.isSymbolicLink(directory) || host.files.isSymbolicLink(path) {
-                        throw ReconcileError(.stalled, reason: "SymlinkRefused", "\(directory) or its authorized_keys is a symbolic link; nodeagent does not write through links")
+                    // The user owns ~ and may swap ~/.ssh for a link at any moment: the write goes
+                    // through descriptors opened without following links (FileSystem).
+                    try Self.userFile { () throws(FileSystemError) in
+                        try host.files.writeInUserDirectory(home: account.home, subdirectory: ".ssh", name: "authorized_keys", after, mode: mode,
+                                                            directoryMode: 0o700, uid: account.uid, gid: account.gid)
                     }
-                    try host.files.makeDirectory(directory, mode: 0o700)
-                    try host.files.setOwner(directory, uid: account.uid, gid: account.gid)
-                    try host.files.write(path, after, mode: mode)
-                    try host.files.setOwner(path, uid: account.uid, gid: account.gid)
                 }
             }
             if let change = changes.first(where: { if case .writeFile(Self.sshdDropInPath, _, _, _) = $0.operation { return true } else { return false } }),
@@ -213,6 +214,21 @@ public struct OSReconciler: Reconciler {
             }
         }
         return nil
+    }
+
+    /// authorized_keys is a short list of keys; a bigger file is someone's trick, not a key list.
+    static let authorizedKeysLimit = 1 << 20
+
+    /// A file in the SSH user's home refused for what it is (a link, a FIFO, too big) stalls the
+    /// reconciler with the reason; nodeagent never writes or reads through it.
+    private static func userFile<T>(_ body: () throws(FileSystemError) -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            guard let problem = error.problem else { throw error }
+            let reason = problem == .symbolicLink ? "SymlinkRefused" : "UnsafeUserFile"
+            throw ReconcileError(.stalled, reason: reason, "\(error.description); fix it on the node (the SSH user controls this path)")
+        }
     }
 
     static func procPath(_ key: String) -> String {

@@ -28,11 +28,20 @@ public struct WireGuardReconciler: Reconciler {
 
     public func desired(from platform: Platform) -> WireGuardSpec? { platform.spec.wireguard }
 
+    /// A key file: a regular root-owned file, mode 0600, never through a link.
+    private func secret(_ file: AbsolutePath, for what: String) throws -> [UInt8]? {
+        do {
+            return try host.files.readSecret(file.value, limit: SecretSource.limit)
+        } catch {
+            throw SecretSource.refusal(error, path: file, what: what)
+        }
+    }
+
     static func configPath(_ spec: WireGuardSpec) -> String { "/etc/wireguard/\(spec.interface.name).conf" }
 
     public func observe(_ desired: WireGuardSpec) async throws -> Observed {
         let iface = desired.interface.name
-        let key = try host.files.read(desired.privateKeyFile.value)
+        let key = try secret(desired.privateKeyFile, for: "wireguard.privateKeyFile")
         let addr = try await host.commands.run(Command("ip", ["-j", "addr", "show", "dev", iface]))
         let link = addr.succeeded ? IPAddrJSON.link(from: addr.stdout) : .absent
         var device: WireGuardDevice?
@@ -51,7 +60,7 @@ public struct WireGuardReconciler: Reconciler {
         var psks: [String: String] = [:]
         for peer in desired.peers {
             if let file = peer.presharedKeyFile {
-                guard let bytes = try host.files.read(file.value) else {
+                guard let bytes = try secret(file, for: "peer \(peer.name) presharedKeyFile") else {
                     throw ReconcileError(.stalled, reason: "PresharedKeyMissing", "peer \(peer.name): \(file) does not exist")
                 }
                 psks[peer.publicKey.base64] = try Self.key(bytes, file: file.value)
@@ -150,14 +159,14 @@ public struct WireGuardReconciler: Reconciler {
             try await commands.check(Command("ip", ["link", "set", "dev", iface, "mtu", String(mtu)]))
         }
         if steps.contains("sync") {
-            guard let key = try host.files.read(desired.privateKeyFile.value) else {
+            guard let key = try secret(desired.privateKeyFile, for: "wireguard.privateKeyFile") else {
                 throw ReconcileError(.failed, reason: "KeyMissing", "\(desired.privateKeyFile) disappeared")
             }
             let privateKey = try Self.key(key, file: desired.privateKeyFile.value)
             var psks: [String: String] = [:]
             for peer in desired.peers {
                 guard let file = peer.presharedKeyFile else { continue }
-                guard let bytes = try host.files.read(file.value) else {
+                guard let bytes = try secret(file, for: "peer \(peer.name) presharedKeyFile") else {
                     throw ReconcileError(.stalled, reason: "PresharedKeyMissing", "peer \(peer.name): \(file) does not exist")
                 }
                 psks[peer.publicKey.base64] = try Self.key(bytes, file: file.value)

@@ -22,8 +22,13 @@ fuzz_requests = int(sys.argv[4]) if len(sys.argv) > 4 else 2000
 result = {}
 
 
-def connect():
-    s = socket.create_connection((host, port), timeout=10)
+# The Host header names the server as a client on the VPN would (the server answers only to
+# its own address): every request below is rewritten to carry it.
+host_header = b"Host: " + ("%s:%d" % (host, port)).encode() + b"\r\n"
+
+
+def connect(source=None):
+    s = socket.create_connection((host, port), timeout=10, source_address=(source, 0) if source else None)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
 
@@ -43,8 +48,9 @@ def status_line(s):
     return line or "(closed)"
 
 
-def request(raw):
-    s = connect()
+def request(raw, source=None):
+    raw = raw.replace(b"Host: x\r\n", host_header)
+    s = connect(source)
     try:
         s.sendall(raw)
         return status_line(s)
@@ -54,14 +60,23 @@ def request(raw):
         s.close()
 
 
-# 200 idle connections and 20 slow ones that trickle a header byte by byte.
-idle = [connect() for _ in range(200)]
+# 200 idle connections from one address and 20 slow ones that trickle a header byte by byte
+# from another: the server keeps at most its per-address cap of each, and serves the others.
+idle = []
+for _ in range(200):
+    try:
+        idle.append(connect("127.0.0.3"))
+    except OSError:
+        pass
 stop = threading.Event()
 
 
 def slowloris():
-    s = connect()
-    s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+    try:
+        s = connect("127.0.0.4")
+        s.sendall(b"GET /status HTTP/1.1\r\n" + host_header)
+    except OSError:
+        return
     while not stop.is_set():
         try:
             s.sendall(b"X-a: b\r\n")
@@ -88,6 +103,22 @@ def good():
 g = threading.Thread(target=good, daemon=True)
 g.start()
 
+# DNS rebinding: a browser on the VPN sends the attacker's host name.
+result["rebinding"] = request(b"GET /status HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+
+
+def still_open(s):
+    s.setblocking(False)
+    try:
+        return s.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+time.sleep(1)
+result["idle_open"] = sum(1 for s in idle if still_open(s))
 result["oversized_header"] = request(b"GET /status HTTP/1.1\r\nHost: x\r\nX-big: " + b"a" * (1 << 20) + b"\r\n\r\n")
 result["many_headers"] = request(b"GET /status HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(20000)) + b"\r\n")
 result["unknown_method"] = request(b"BREW /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -97,7 +128,7 @@ result["sync_no_token"] = request(b"POST /sync HTTP/1.1\r\nHost: x\r\nContent-Le
 result["sync_wrong_token"] = request(b"POST /sync HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 big = connect()
 try:
-    big.sendall(b"POST /sync HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n")
+    big.sendall(b"POST /sync HTTP/1.1\r\n" + host_header + b"Content-Length: 104857600\r\n\r\n")
     sent = 0
     chunk = b"z" * 65536
     big.settimeout(5)
@@ -117,6 +148,7 @@ templates = [
     b"POST /sync HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer right-token\r\nContent-Length: 0\r\n\r\n",
     b"POST /sync HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
 ]
+templates = [t.replace(b"Host: x\r\n", host_header) for t in templates]
 tokens = [b"\r\n", b"\n", b"\r", b"\x00", b" ", b":", b"%", b"%00", b"/..", b"?", b"#", b"\xff\xfe", b"Content-Length: -1\r\n",
           b"Content-Length: 99999999999999999999\r\n", b"Transfer-Encoding: chunked\r\n", b"Authorization: Bearer \r\n",
           b"Host: a\r\nHost: b\r\n", b"HTTP/9.9", b"\t", b"ffffffffffffffff\r\n", "é".encode(), b"A" * 9000]
