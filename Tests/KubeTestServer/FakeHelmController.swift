@@ -69,12 +69,15 @@ public struct FakeHelmController: Sendable {
     }
 
     /// Argo CD's CRD, established, and its kind served: what installing the chart does.
+    /// Argo CD's chart installs both CRDs: Application and AppProject.
     public func establishApplicationCRD() {
-        server.register(KubeTestServer.application)
-        server.put(KubeTestServer.builtIn.first { $0.plural == "customresourcedefinitions" }!, .object([
-            "apiVersion": .string("apiextensions.k8s.io/v1"), "kind": .string("CustomResourceDefinition"),
-            "metadata": .object(["name": .string("applications.argoproj.io")]),
-            "status": .object(["conditions": .array([.object(["type": .string("Established"), "status": .string("True")])])]),
-        ]))
+        for (type, name) in [(KubeTestServer.application, "applications.argoproj.io"), (KubeTestServer.appProject, "appprojects.argoproj.io")] {
+            server.register(type)
+            server.put(KubeTestServer.builtIn.first { $0.plural == "customresourcedefinitions" }!, .object([
+                "apiVersion": .string("apiextensions.k8s.io/v1"), "kind": .string("CustomResourceDefinition"),
+                "metadata": .object(["name": .string(name)]),
+                "status": .object(["conditions": .array([.object(["type": .string("Established"), "status": .string("True")])])]),
+            ]))
+        }
     }
 }

@@ -95,6 +95,9 @@ public final class KubeTestServer: @unchecked Sendable {
     /// argoproj.io/v1alpha1 Application, served once Argo CD's CRD is "installed".
     public static let application = ResourceType(group: "argoproj.io", version: "v1alpha1", kind: "Application", plural: "applications",
                                                  namespaced: true)
+    /// argoproj.io/v1alpha1 AppProject, from the same chart.
+    public static let appProject = ResourceType(group: "argoproj.io", version: "v1alpha1", kind: "AppProject", plural: "appprojects",
+                                                namespaced: true)
 
     /// - Parameters:
     ///   - pkiScript: the program that makes the CA and certificates (`Tests/Fixtures/pki/make.py`).

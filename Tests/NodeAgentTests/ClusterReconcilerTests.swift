@@ -138,12 +138,23 @@ struct ClusterReconcilerTests {
         // The CRD is established: the root Application and its repository Secret go in.
         lab.controller.establishApplicationCRD()
         let third = try await lab.apply(state)
-        #expect(third[.argocd]?.changes.map(\.subject) == ["secret argocd/nodeagent-repo-root", "application argocd/root"])
+        #expect(third[.argocd]?.changes.map(\.subject) == ["secret argocd/nodeagent-repo-root", "appproject argocd/root", "appproject argocd/default",
+                                                         "application argocd/root"])
+        // The root is confined to its project: its repository, in-cluster destinations, only
+        // Namespaces among cluster-scoped kinds; and the default project is emptied, so a child
+        // Application naming it gets nothing.
+        let project = try #require(lab.server.object("appprojects", namespace: "argocd", name: "root", groupVersion: "argoproj.io/v1alpha1"))
+        #expect(project["spec"]?["sourceRepos"] == .array([.string("https://git.example.com/apps.git")]), "\(project)")
+        #expect(project["spec"]?["destinations"] == .array([.object(["server": .string("https://kubernetes.default.svc"), "namespace": .string("*")])]))
+        #expect(project["spec"]?["clusterResourceWhitelist"] == .array([.object(["group": .string(""), "kind": .string("Namespace")])]))
+        let defaultProject = try #require(lab.server.object("appprojects", namespace: "argocd", name: "default", groupVersion: "argoproj.io/v1alpha1"))
+        #expect(defaultProject["spec"]?["sourceRepos"] == .array([]) && defaultProject["spec"]?["destinations"] == .array([]))
         #expect(third[.argocd]?.condition?.status == .progressing)
         let root = try #require(lab.server.object("applications", namespace: "argocd", name: "root", groupVersion: "argoproj.io/v1alpha1"))
         #expect(root["spec"]?["syncPolicy"]?["automated"]?["selfHeal"] == .bool(true))
         #expect(root["spec"]?["syncPolicy"]?["automated"]?["prune"] == .bool(true))
         #expect(root["spec"]?["source"]?["targetRevision"]?.string == "main")
+        #expect(root["spec"]?["project"]?.string == "root")
         let repo = try #require(lab.server.object("secrets", namespace: "argocd", name: "nodeagent-repo-root"))
         #expect(repo["metadata"]?["labels"]?["argocd.argoproj.io/secret-type"]?.string == "repository")
         #expect(KubeViews.secretData(repo)["password"] == Array("ghp_TokenValue42".utf8))

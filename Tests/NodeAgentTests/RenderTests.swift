@@ -25,7 +25,7 @@ struct RenderTests {
         let r = try await Binary.run(["render", "--state", Fixtures.example])
         #expect(r.exitCode == 0, "\(r.stderr)")
         let documents = r.stdout.components(separatedBy: "---\n").dropFirst()
-        #expect(documents.count == 12)
+        #expect(documents.count == 14)
         var kinds: [String] = []
         for document in documents {
             let node = try YAMLParser().parseDocument(Array(document.utf8), file: "render")
@@ -39,12 +39,12 @@ struct RenderTests {
             }
         }
         #expect(kinds == ["HelmChart", "HelmChart", "Secret", "HelmChart", "HelmChartConfig", "Secret", "PrometheusRule", "Service", "Endpoints",
-                          "ServiceMonitor", "ConfigMap", "Application"])
+                          "ServiceMonitor", "ConfigMap", "AppProject", "AppProject", "Application"])
         let checked = try await validate(r.stdout)
         #expect(checked.exitCode == 0, "\(checked.stdout)\(checked.stderr)")
         #expect(checked.stdout.contains("passed for resource secret/nodeagent-values-postgresql against version 1.31"), "\(checked.stdout)")
         let helm = try await Binary.run(["render", "--state", Fixtures.example, "--only", "argocd"])
-        #expect(helm.stdout.components(separatedBy: "---\n").count == 2)
+        #expect(helm.stdout.components(separatedBy: "---\n").count == 4)
         let wrong = try await Binary.run(["render", "--state", Fixtures.example, "--only", "firewall"])
         #expect(wrong.exitCode == 1 && wrong.stderr.contains("\"firewall\" applies no Kubernetes objects"))
     }
@@ -107,7 +107,7 @@ struct RenderTests {
         await cluster.value
         #expect(r.exitCode == 0, "\(r.stdout)\(r.stderr)")
         #expect(r.stdout.contains("helm: Ready: Converged: argocd: argo-cd 7.7.11 installed and available; monitoring: kube-prometheus-stack 67.4.0 installed and available; postgresql: postgresql 16.3.0 installed and available (4 changes applied)"), "\(r.stdout)")
-        #expect(r.stdout.contains("argocd: Ready: Converged: root Application root: sync Synced, health Healthy (1 change applied)"), "\(r.stdout)")
+        #expect(r.stdout.contains("argocd: Ready: Converged: root Application root: sync Synced, health Healthy (3 changes applied)"), "\(r.stdout)")
         #expect(!(r.stdout + r.stderr).contains(Self.secret))
         for name in ["argocd", "monitoring", "postgresql"] { #expect(lab.chart(name) != nil) }
         // Run again: nothing to do, exit 0.

@@ -413,3 +413,60 @@ enum FirewallSpecFixture {
         return try! DesiredStateLoader.load(Array(yaml.utf8), file: "p.yaml").spec.firewall!
     }
 }
+
+/// Finding 9's second NIC and finding 4's AppProject, beyond the main suite.
+@Suite struct SecurityTestsMore {
+    @Test func everyPublicInterfaceGetsThePreDNATFilterAndRealNftTakesIt() async throws {
+        let yaml = "apiVersion: nodeagent/v1\nkind: Platform\nmetadata: {name: n}\nspec:\n  firewall:\n    publicInterfaces: [eth0, eth1]\n"
+        let spec = try #require(try DesiredStateLoader.load(Array(yaml.utf8), file: "p.yaml").spec.firewall)
+        let ruleset = NftRuleset(spec, vpnInterface: nil, clusterNetworks: [])
+        #expect(ruleset.table.contains("iifname != { \"eth0\", \"eth1\" } accept"), "\(ruleset.table)")
+        let ns = "nasec\(UInt32.random(in: 0...UInt32.max) % 100000)"
+        let runner = SystemCommandRunner()
+        try await runner.check(Command("ip", ["netns", "add", ns]))
+        defer { _ = try? FileManager.default.removeItem(atPath: "/run/netns/\(ns)") ; Task { _ = try? await runner.run(Command("ip", ["netns", "del", ns])) } }
+        let checked = try await runner.run(Command("ip", ["netns", "exec", ns, "nft", "-c", "-f", "-"], input: Array(ruleset.transaction.utf8)))
+        #expect(checked.exitCode == 0, "\(checked.stderr)")
+        for bad in ["    publicInterface: eth0\n    publicInterfaces: [eth1]\n", "    publicInterfaces: []\n", "    publicInterfaces: [eth0, eth0]\n"] {
+            let text = "apiVersion: nodeagent/v1\nkind: Platform\nmetadata: {name: n}\nspec:\n  firewall:\n" + bad
+            #expect(throws: DiagnosticsError.self, "\(bad)") { try DesiredStateLoader.load(Array(text.utf8), file: "p.yaml") }
+        }
+    }
+
+    @Test func theAppProjectFieldsAreCheckedAndRendered() throws {
+        func load(_ project: String) throws -> Platform {
+            let yaml = """
+                apiVersion: nodeagent/v1
+                kind: Platform
+                metadata: {name: n}
+                spec:
+                  helmReleases:
+                    - {name: argocd, chart: argo-cd, repo: "https://argoproj.github.io/argo-helm", version: 7.7.11, namespace: argocd}
+                  argocd:
+                    appOfApps:
+                      repoURL: https://git.example.com/apps.git
+                      path: apps
+                      targetRevision: 4f2a9c1e0b7d4f2a9c1e0b7d4f2a9c1e0b7d4f2a
+                      project: \(project)
+
+                """
+            return try DesiredStateLoader.load(Array(yaml.utf8), file: "p.yaml")
+        }
+        do {
+            _ = try load("{clusterResources: [\"cluster role\"]}")
+            Issue.record("accepted a bad kind")
+        } catch let error as DiagnosticsError {
+            let d = try #require(error.diagnostics.first)
+            #expect(d.path.description == "spec.argocd.appOfApps.project.clusterResources[0]" && d.mark.line == 12, "\(d)")
+        }
+        let platform = try load("{sourceRepos: [\"https://charts.example.com\"], destinationNamespaces: [apps], clusterResources: [rbac.authorization.k8s.io/ClusterRole], signatureKeys: [4AEE18F83AFDEB23], restrictDefaultProject: false}")
+        let objects = try ClusterRender.argocd(platform.spec.argocd, secrets: .redacted)
+        #expect(objects.map(\.subject) == ["appproject argocd/root", "application argocd/root"])
+        let spec = try #require(objects[0].body["spec"])
+        #expect(spec["sourceRepos"] == .array([.string("https://git.example.com/apps.git"), .string("https://charts.example.com")]))
+        #expect(spec["destinations"] == .array([.object(["server": .string("https://kubernetes.default.svc"), "namespace": .string("apps")])]))
+        #expect(spec["clusterResourceWhitelist"] == .array([.object(["group": .string("rbac.authorization.k8s.io"), "kind": .string("ClusterRole")])]))
+        #expect(spec["signatureKeys"] == .array([.object(["keyID": .string("4AEE18F83AFDEB23")])]))
+        #expect(objects[1].body["spec"]?["source"]?["targetRevision"]?.string == "4f2a9c1e0b7d4f2a9c1e0b7d4f2a9c1e0b7d4f2a")
+    }
+}

@@ -23,7 +23,7 @@ public struct ArgoCDReconciler: Reconciler {
     public static let dependencies: [ReconcilerName] = [.helm]
     public static let proceedsWhileDependenciesProgress = true
     public var owns: [OwnedResource] {
-        [.kubernetesObject("applications and secrets labelled \(KubeObject.ownerLabel)=argocd")]
+        [.kubernetesObject("applications, appprojects and secrets labelled \(KubeObject.ownerLabel)=argocd")]
     }
 
     let host: Host
@@ -45,14 +45,15 @@ public struct ArgoCDReconciler: Reconciler {
         let objects = try ClusterRender.argocd(desired.spec, secrets: .files(host.files))
         let namespace = desired.spec.namespace.value
         let observed = try await ObjectSync.observe(objects, api: api, owner: Self.name, collections: [
-            ClusterRender.applicationRef(namespace: namespace), ResourceRef(plural: "secrets", namespace: namespace),
+            ClusterRender.applicationRef(namespace: namespace), ClusterRender.appProjectRef(namespace: namespace),
+            ResourceRef(plural: "secrets", namespace: namespace),
         ])
         let root = objects.last.flatMap { observed.current[$0.ref] }
         return Observed(objects: objects, cluster: observed, root: desired.spec.appOfApps == nil ? nil : root)
     }
 
     /// Waits (without failing) until the Argo CD release is healthy and the API serves
-    /// `applications.argoproj.io`: applying an Application before would be refused.
+    /// `applications.argoproj.io` and `appprojects.argoproj.io`: applying before would be refused.
     func requireArgoCD(_ desired: Desired, api: KubeAPI) async throws {
         guard let release = desired.release else {
             throw ReconcileError(.failed, reason: "NoArgoCDRelease", "spec.argocd.release \(desired.spec.release) is not a declared Helm release")
@@ -63,9 +64,10 @@ public struct ArgoCDReconciler: Reconciler {
                 throw ReconcileError(health.status == .failed ? .failed : .waiting, reason: "WaitingForArgoCD",
                                      "the Argo CD release is not healthy yet: \(health.message)")
             }
-            guard try await api.isEstablished(crd: "applications.argoproj.io") else {
-                throw ReconcileError(.waiting, reason: "CRDNotEstablished",
-                                     "waiting for the CRD applications.argoproj.io to be established (Argo CD installs it)")
+            for crd in ["applications.argoproj.io", "appprojects.argoproj.io"] {
+                guard try await api.isEstablished(crd: crd) else {
+                    throw ReconcileError(.waiting, reason: "CRDNotEstablished", "waiting for the CRD \(crd) to be established (Argo CD installs it)")
+                }
             }
         } catch {
             throw ReconcileError.kube(error, doing: "checking Argo CD")

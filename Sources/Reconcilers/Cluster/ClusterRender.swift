@@ -124,7 +124,51 @@ public enum ClusterRender {
         ResourceRef(group: "argoproj.io", version: "v1alpha1", plural: "applications", namespace: namespace, name: name)
     }
 
-    /// The repository credentials Secret (for a private repository), then the root Application.
+    public static func appProjectRef(namespace: String, name: String? = nil) -> ResourceRef {
+        ResourceRef(group: "argoproj.io", version: "v1alpha1", plural: "appprojects", namespace: namespace, name: name)
+    }
+
+    static let inCluster = "https://kubernetes.default.svc"
+
+    /// The AppProject confining the root Application and its children, and (unless told not to)
+    /// Argo CD's `default` project emptied, so a child Application cannot name it to escape.
+    static func appProjects(_ app: ArgoCDSpec.AppOfApps, namespace: String) -> [KubeObject] {
+        let p = app.project
+        func project(_ name: String, _ spec: [JSONValue.Member]) -> KubeObject {
+            KubeObject(ref: appProjectRef(namespace: namespace, name: name), body: .object([
+                "apiVersion": .string("argoproj.io/v1alpha1"), "kind": .string("AppProject"),
+                "metadata": .object(["name": .string(name), "namespace": .string(namespace), "labels": KubeObject.labels(owner: .argocd)]),
+                "spec": .object(spec),
+            ]))
+        }
+        var repos = [app.repoURL.value]
+        for repo in p.sourceRepos where !repos.contains(repo.value) { repos.append(repo.value) }
+        var spec: [JSONValue.Member] = [
+            .init("description", .string("managed by nodeagent: what the App-of-Apps \(app.name) may deploy")),
+            .init("sourceRepos", .array(repos.map(JSONValue.string))),
+            .init("destinations", .array(p.destinationNamespaces.map {
+                .object(["server": .string(inCluster), "namespace": .string($0)])
+            })),
+            .init("clusterResourceWhitelist", .array(p.clusterResources.map { kind in
+                let parts = kind.split(separator: "/").map(String.init)
+                return .object(["group": .string(parts.count == 2 ? parts[0] : ""), "kind": .string(parts.last ?? kind)])
+            })),
+        ]
+        if !p.signatureKeys.isEmpty {
+            spec.append(.init("signatureKeys", .array(p.signatureKeys.map { .object(["keyID": .string($0)]) })))
+        }
+        var out = [project(app.name.value, spec)]
+        if p.restrictDefaultProject {
+            out.append(project("default", [
+                .init("description", .string("emptied by nodeagent: use the project of the App-of-Apps")),
+                .init("sourceRepos", .array([])), .init("destinations", .array([])), .init("clusterResourceWhitelist", .array([])),
+            ]))
+        }
+        return out
+    }
+
+    /// The repository credentials Secret (for a private repository), the AppProjects, then the
+    /// root Application.
     public static func argocd(_ spec: ArgoCDSpec?, secrets: SecretSource) throws -> [KubeObject] {
         guard let spec, let app = spec.appOfApps else { return [] }
         var out: [KubeObject] = []
@@ -147,15 +191,16 @@ public enum ClusterRender {
                                            labels: [.init("argocd.argoproj.io/secret-type", .string("repository"))], data: data)
             if case .files = secrets { out.append(object) } else { out.append(KubeObject.redactedSecret(object, sources: sources)) }
         }
+        out += appProjects(app, namespace: namespace)
         out.append(KubeObject(ref: applicationRef(namespace: namespace, name: app.name.value), body: .object([
             "apiVersion": .string("argoproj.io/v1alpha1"), "kind": .string("Application"),
             "metadata": .object(["name": .string(app.name.value), "namespace": .string(namespace),
                                  "labels": KubeObject.labels(owner: .argocd)]),
             "spec": .object([
-                "project": .string("default"),
+                "project": .string(app.name.value),
                 "source": .object(["repoURL": .string(app.repoURL.value), "path": .string(app.path),
                                    "targetRevision": .string(app.targetRevision)]),
-                "destination": .object(["server": .string("https://kubernetes.default.svc"),
+                "destination": .object(["server": .string(inCluster),
                                         "namespace": .string(app.destinationNamespace.value)]),
                 "syncPolicy": .object([
                     "automated": .object(["prune": .bool(true), "selfHeal": .bool(true)]),

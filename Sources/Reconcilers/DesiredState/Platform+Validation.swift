@@ -94,8 +94,12 @@ extension Platform {
             context.fail(.conflict, "the WireGuard port \(wg.listenPort) must stay in firewall.public.udp: closing it would cut off the VPN",
                          path: path + "public" + "udp")
         }
-        if let wg = spec.wireguard, wg.interface == fw.publicInterface {
-            context.fail(.conflict, "the public interface cannot be the WireGuard interface \(wg.interface)", path: path + "publicInterface")
+        if let wg = spec.wireguard, fw.publicInterfaces.contains(wg.interface) {
+            context.fail(.conflict, "the public interface cannot be the WireGuard interface \(wg.interface)",
+                         path: fw.publicInterfaces.count == 1 ? path + "publicInterface" : path + "publicInterfaces")
+        }
+        if fw.publicInterfaces.count > 1 {
+            Self.reportDuplicates(fw.publicInterfaces.map(\.name), at: path + "publicInterfaces", noun: "interface", context)
         }
     }
 

@@ -191,15 +191,30 @@ public struct FirewallSpec: Sendable, Equatable, YAMLDecodable {
         }
     }
 
-    public var publicInterface: InterfaceName
+    /// The first (or only) public interface.
+    public var publicInterface: InterfaceName { publicInterfaces[0] }
+    /// Every interface the internet reaches (`publicInterface`, or `publicInterfaces` on a node
+    /// with a second public NIC): each gets the pre-DNAT filter.
+    public var publicInterfaces: [InterfaceName]
     /// Open to everyone on the public interface. Default: tcp 22, 80, 443; udp 51820.
     public var `public`: Ports
     /// Open on the WireGuard interface only.
     public var vpnOnly: Ports
 
     public init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
-        let r = try MappingReader(node, path: path, context: context, keys: ["publicInterface", "public", "vpnOnly"])
-        publicInterface = try r.required("publicInterface")
+        let r = try MappingReader(node, path: path, context: context, keys: ["publicInterface", "publicInterfaces", "public", "vpnOnly"])
+        let one: InterfaceName? = try r.optional("publicInterface")
+        let many: [InterfaceName]? = try r.optional("publicInterfaces")
+        switch (one, many) {
+        case (let one?, nil): publicInterfaces = [one]
+        case (nil, let many?) where !many.isEmpty: publicInterfaces = many
+        case (nil, _?):
+            throw context.fail(.invalidValue, "publicInterfaces lists no interface", at: r.node("publicInterfaces")!.mark, path: path + "publicInterfaces")
+        case (_?, _?):
+            throw context.fail(.conflict, "set either publicInterface or publicInterfaces, not both", at: node.mark, path: path)
+        case (nil, nil):
+            throw context.fail(.missingField, "missing required field \"publicInterface\" (or \"publicInterfaces\", a list)", at: node.mark, path: path)
+        }
         `public` = try r.optional("public") ?? Ports(tcp: [22, 80, 443].compactMap(Port.init), udp: [Port(51820)!])
         vpnOnly = try r.optional("vpnOnly") ?? Ports(tcp: [], udp: [])
         try r.finish()
@@ -392,11 +407,13 @@ public struct ArgoCDSpec: Sendable, Equatable, YAMLDecodable {
         public var username: String?
         public var passwordFile: AbsolutePath?
         public var sshPrivateKeyFile: AbsolutePath?
+        /// The Argo CD `AppProject` the root Application and its children are confined to.
+        public var project: Project
 
         public init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
             let r = try MappingReader(node, path: path, context: context,
                                       keys: ["name", "repoURL", "path", "targetRevision", "destinationNamespace",
-                                             "username", "passwordFile", "sshPrivateKeyFile"])
+                                             "username", "passwordFile", "sshPrivateKeyFile", "project"])
             name = try r.optional("name") ?? (try! DNSLabel(parsing: "root"))
             repoURL = try r.required("repoURL")
             self.path = try r.required("path")
@@ -405,9 +422,64 @@ public struct ArgoCDSpec: Sendable, Equatable, YAMLDecodable {
             username = try r.optional("username")
             passwordFile = try r.optional("passwordFile")
             sshPrivateKeyFile = try r.optional("sshPrivateKeyFile")
+            project = try r.optional("project") ?? Project()
             try r.finish()
             if passwordFile != nil, sshPrivateKeyFile != nil {
                 throw context.fail(.conflict, "set either passwordFile or sshPrivateKeyFile, not both", at: node.mark, path: path)
+            }
+        }
+    }
+
+    /// What the App-of-Apps may deploy. Signing protects platform.yaml only: without this,
+    /// whoever can push to the apps repository could deploy anything anywhere through a child
+    /// Application. The project is named after the root Application.
+    public struct Project: Sendable, Equatable, YAMLDecodable {
+        /// Repositories children may use besides the root's `repoURL` (always allowed).
+        public var sourceRepos: [RepoURL]
+        /// Namespaces the root and its children may deploy into (`*`: any).
+        public var destinationNamespaces: [String]
+        /// Cluster-scoped kinds they may create, as `Kind` (core group) or `group/Kind`.
+        public var clusterResources: [String]
+        /// GnuPG key IDs: Argo CD syncs only commits signed by one of them.
+        public var signatureKeys: [String]
+        /// Empty Argo CD's `default` project, so a child naming it cannot escape this one.
+        public var restrictDefaultProject: Bool
+
+        public init() {
+            sourceRepos = []
+            destinationNamespaces = ["*"]
+            clusterResources = ["Namespace"]
+            signatureKeys = []
+            restrictDefaultProject = true
+        }
+
+        public init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
+            self.init()
+            let r = try MappingReader(node, path: path, context: context,
+                                      keys: ["sourceRepos", "destinationNamespaces", "clusterResources", "signatureKeys", "restrictDefaultProject"])
+            sourceRepos = try r.optional("sourceRepos") ?? []
+            destinationNamespaces = try r.optional("destinationNamespaces") ?? ["*"]
+            clusterResources = try r.optional("clusterResources") ?? ["Namespace"]
+            signatureKeys = try r.optional("signatureKeys") ?? []
+            restrictDefaultProject = try r.optional("restrictDefaultProject") ?? true
+            try r.finish()
+            for (i, ns) in destinationNamespaces.enumerated() where ns != "*" && (try? DNSLabel(parsing: ns)) == nil {
+                let at = (path + "destinationNamespaces").appending(index: i)
+                throw context.fail(.invalidValue, "\"\(ns)\" is not a namespace name (or *)", at: context.mark(for: at), path: at)
+            }
+            for (i, kind) in clusterResources.enumerated() {
+                let parts = kind.split(separator: "/", omittingEmptySubsequences: false)
+                guard (1...2).contains(parts.count), let last = parts.last, last.first?.isUppercase == true,
+                      kind.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "./-".contains($0)) }) else {
+                    let at = (path + "clusterResources").appending(index: i)
+                    throw context.fail(.invalidValue, "\"\(kind)\" is not a kind: write Kind (core group) or group/Kind, such as rbac.authorization.k8s.io/ClusterRole",
+                                       at: context.mark(for: at), path: at)
+                }
+            }
+            for (i, key) in signatureKeys.enumerated() where !(8...40).contains(key.count) || !key.allSatisfy(\.isHexDigit) {
+                let at = (path + "signatureKeys").appending(index: i)
+                throw context.fail(.invalidValue, "\"\(key)\" is not a GnuPG key ID (hexadecimal, such as 4AEE18F83AFDEB23)",
+                                   at: context.mark(for: at), path: at)
             }
         }
     }

@@ -32,6 +32,8 @@ public struct FirewallReconciler: Reconciler {
         public var awaitingConfirmation: Bool = false
         /// Whether `publicInterface` exists in this network namespace.
         public var publicInterfaceExists: Bool = true
+        /// The first public interface that does not exist, when one does not.
+        public var missingInterface: String?
     }
 
     public static let name = ReconcilerName.firewall
@@ -58,16 +60,16 @@ public struct FirewallReconciler: Reconciler {
 
     public func observe(_ desired: Desired) async throws -> Observed {
         // /sys/class/net is the network namespace's own (ip netns exec remounts /sys).
-        let exists = (try? RootedFileSystem().mode("/sys/class/net/\(desired.ruleset.publicInterface)")) != nil
+        let missing = desired.ruleset.publicInterfaces.first { (try? RootedFileSystem().mode("/sys/class/net/\($0)")) == nil }
         return Observed(live: try await Nft.listTable(host.commands), applied: try state.applied(), reverted: try state.reverted(),
-                        awaitingConfirmation: try state.isArmed(), publicInterfaceExists: exists)
+                        awaitingConfirmation: try state.isArmed(), publicInterfaceExists: missing == nil, missingInterface: missing)
     }
 
     public func plan(_ desired: Desired, _ observed: Observed) throws -> [Change] {
         let script = desired.ruleset.table
         if !observed.publicInterfaceExists {
             throw ReconcileError(.stalled, reason: "NoSuchInterface",
-                                 "spec.firewall.publicInterface \(desired.ruleset.publicInterface) does not exist on this node; a firewall for the wrong interface would lock you out")
+                                 "spec.firewall public interface \(observed.missingInterface ?? desired.ruleset.publicInterface) does not exist on this node; a firewall for the wrong interface would lock you out")
         }
         if observed.reverted == FirewallState.operatorMark + script {
             throw ReconcileError(.stalled, reason: "RolledBack",

@@ -16,7 +16,9 @@
 public struct NftRuleset: Sendable, Equatable {
     public static let table = "inet nodeagent"
 
-    public var publicInterface: String
+    /// The interfaces the internet reaches; the first is "the" public interface.
+    public var publicInterfaces: [String]
+    public var publicInterface: String { publicInterfaces[0] }
     public var publicTCP: [Port]
     public var publicUDP: [Port]
     public var vpnInterface: String?
@@ -30,7 +32,7 @@ public struct NftRuleset: Sendable, Equatable {
 
     public init(_ spec: FirewallSpec, vpnInterface: String?, clusterNetworks: [IPNetwork], statusPort: Port? = nil) {
         self.statusPort = statusPort
-        publicInterface = spec.publicInterface.name
+        publicInterfaces = spec.publicInterfaces.map(\.name)
         publicTCP = spec.public.tcp
         publicUDP = spec.public.udp
         self.vpnInterface = vpnInterface
@@ -43,7 +45,8 @@ public struct NftRuleset: Sendable, Equatable {
     public var table: String {
         var pre: [String] = [
             "type filter hook prerouting priority -150; policy accept;",
-            "iifname != \(quote(publicInterface)) accept",
+            publicInterfaces.count == 1 ? "iifname != \(quote(publicInterface)) accept"
+                : "iifname != { \(publicInterfaces.map(quote).joined(separator: ", ")) } accept",
         ]
         pre += Self.stateAndICMP
         pre += portRules(prefix: "", tcp: publicTCP, udp: publicUDP)
