@@ -30,6 +30,7 @@ let package = Package(
         // The status server's connection guard: a channel handler in Hummingbird's pipeline.
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         .systemLibrary(name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl",
@@ -74,7 +75,10 @@ let package = Package(
         .testTarget(name: "ReconcilersTests", dependencies: ["Reconcilers", "YAML", "TestSupport", "FuzzTargets"],
                     swiftSettings: strict),
         // Depends on the executable so `swift test` always builds the `nodeagent` binary it runs.
-        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "Reconcilers", "KubeClient", "YAML", "TestSupport", "KubeTestServer"],
+        .testTarget(name: "NodeAgentTests", dependencies: ["NodeAgent", "Reconcilers", "KubeClient", "YAML", "TestSupport", "KubeTestServer",
+                                                          .product(name: "NIOEmbedded", package: "swift-nio"),
+                                                          .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                                                          .product(name: "HTTPTypes", package: "swift-http-types")],
                     swiftSettings: strict),
     ]
 )

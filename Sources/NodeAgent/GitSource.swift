@@ -122,11 +122,19 @@ struct GitSource: Sendable {
             throw SourceError(reason: .fileMissing, commit: commit, message: "\(config.path) is not in the commit: \(Self.lastLine(shown.stderr))")
         }
         let bytes = Array(shown.stdout.utf8)
+        let platform: Platform
         do {
-            return Revision(commit: commit, platform: try DesiredStateLoader.load(bytes, file: config.path), bytes: bytes)
+            platform = try DesiredStateLoader.load(bytes, file: config.path)
         } catch {
             throw SourceError(reason: .invalid, commit: commit, message: "\(config.path) is not a valid desired state", diagnostics: error.diagnostics)
         }
+        // The node's own Git credentials are not secrets a commit may hand to the cluster.
+        let own = [config.deployKeyFile, config.tokenFile, config.allowedSignersFile].compactMap { $0 }
+        if let (path, file) = platform.secretFiles.first(where: { own.contains($0.file) }) {
+            throw SourceError(reason: .invalid, commit: commit,
+                              message: "\(path) names \(file), which is this node's own Git credential (agent.yaml): refused")
+        }
+        return Revision(commit: commit, platform: platform, bytes: bytes)
     }
 
     /// Records the commit as applied: the base the next fetch must descend from.

@@ -118,7 +118,7 @@ write_files:
     /// part of the URL); the line itself goes into the YAML as a JSON string.
     static func download(binaryURL: String, sha256: String) -> String {
         let temp = "/usr/local/bin/nodeagent.download"
-        return "curl -fsSL --max-filesize 268435456 -o \(temp) \(shellQuoted(binaryURL)) && echo \(shellQuoted("\(sha256)  \(temp)")) | sha256sum -c - "
+        return "curl -fsSL --globoff --max-filesize 268435456 -o \(temp) \(shellQuoted(binaryURL)) && echo \(shellQuoted("\(sha256)  \(temp)")) | sha256sum -c - "
             + "&& install -m 0755 \(temp) /usr/local/bin/nodeagent && rm -f \(temp)"
     }
 

@@ -153,11 +153,29 @@ struct BackupTests {
         try await server.loadDataset(into: "app")
 
         var made: [String] = []
-        for _ in 0..<3 {
-            let r = try await node.run(["backup", "run"])
+        let folder = node.root + "/var/backups/nodeagent/postgres"
+        for i in 0..<3 {
+            if i == 2 {
+                // As an earlier version left them: a directory and a dump others can read.
+                chmod(folder, 0o755)
+                chmod(folder + "/app", 0o755)
+                let first = try #require(try FileManager.default.contentsOfDirectory(atPath: folder + "/app").first { $0.hasSuffix(".dump") })
+                chmod(folder + "/app/" + first, 0o644)
+            }
+            // From a root shell's umask: the dump must still be private.
+            let r = try await SystemCommandRunner().run(Command("/bin/sh", ["-c", "umask 022; exec \"$0\" backup run --state \"$1\" --root \"$2\"",
+                                                                             Binary.path, node.state, node.root], timeout: .seconds(120)))
             #expect(r.exitCode == 0, "\(r.stdout)\(r.stderr)")
             #expect(r.stdout.hasPrefix("app: ok: app-"), "\(r.stdout)")
             made.append(String(r.stdout.dropFirst("app: ok: ".count).prefix { $0 != ":" }))
+        }
+        for dir in [folder, folder + "/app", folder + "/globals"] {
+            var st = stat()
+            #expect(stat(dir, &st) == 0 && st.st_mode & 0o077 == 0, "\(dir) is private")
+            for name in try FileManager.default.contentsOfDirectory(atPath: dir) {
+                var f = stat()
+                #expect(lstat(dir + "/" + name, &f) == 0 && f.st_mode & 0o077 == 0, "\(dir)/\(name) is mode \(String(f.st_mode & 0o777, radix: 8))")
+            }
         }
         // keep: 2 — the oldest of three went, the newest two stayed; the roles were dumped too.
         let dumps = try await node.list()

@@ -376,7 +376,7 @@ import YAML
         // The download line, read back by a YAML parser and run by sh, keeps the URL whole.
         let root = try YAMLParser().parseDocument(try FileReading.read(dir + "/user-data.yaml"), file: "user-data.yaml")
         let line = try #require(root["runcmd"]?.sequence?.compactMap { $0.sequence?.last?.scalar?.text }.first { $0.contains("curl") })
-        let echo = try await SystemCommandRunner().run(Command("sh", ["-c", "set -- " + line.split(separator: " ")[6...6].joined() + "; printf %s \"$1\""]))
+        let echo = try await SystemCommandRunner().run(Command("sh", ["-c", "set -- " + String(try #require(line.split(separator: " ").first { $0.hasPrefix("'https") })) + "; printf %s \"$1\""]))
         #expect(echo.stdout == url, "\(line)")
         var st = stat()
         #expect(stat(dir + "/agent.yaml", &st) == 0 && st.st_mode & 0o077 == 0, "agent.yaml is 0600")
@@ -395,15 +395,32 @@ import YAML
         #expect(TerminalText.sanitised("ok\u{1B}]0;pwned\u{07}\u{1B}[2J") == "ok?]0;pwned??[2J")
     }
 
-    @Test func theStatusPortIsClosedToPods() {
+    @Test func theStatusPortIsClosedToPodsAndOtherInterfaces() async throws {
         var spec = FirewallSpecFixture.make()
-        spec.vpnOnly.tcp = [Port(9430)!]
+        spec.public.tcp.append(Port(9430)!)   // even listed public by mistake (validate refuses it)
+        spec.vpnOnly.tcp = [Port(6443)!]      // and not listed for the VPN
         let ruleset = NftRuleset(spec, vpnInterface: "wg0", clusterNetworks: [try! IPNetwork(parsing: "10.42.0.0/16")], statusPort: Port(9430)!)
         let lines = ruleset.table.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
-        let drop = try! #require(lines.firstIndex(of: "tcp dport 9430 drop"))
-        let vpn = try! #require(lines.firstIndex { $0.hasPrefix("iifname \"wg0\" tcp dport") })
-        let pods = try! #require(lines.firstIndex { $0.hasPrefix("iifname { \"cni0\"") })
-        #expect(vpn < drop && drop < pods, "\(ruleset.table)")
+        let drop = try #require(lines.firstIndex(of: "iifname != { \"lo\", \"wg0\" } tcp dport 9430 drop"), "\(ruleset.table)")
+        let firstPortAccept = try #require(lines.firstIndex { $0.contains("dport") && $0.hasSuffix("accept") && lines.firstIndex(of: "chain input {")! < lines.firstIndex(of: $0)! })
+        let pods = try #require(lines.firstIndex { $0.hasPrefix("iifname { \"cni0\"") })
+        #expect(drop < firstPortAccept && drop < pods, "\(ruleset.table)")
+        let ns = "nasec\(UInt32.random(in: 0...UInt32.max) % 100000)"
+        let runner = SystemCommandRunner()
+        try await runner.check(Command("ip", ["netns", "add", ns]))
+        defer { Task { _ = try? await runner.run(Command("ip", ["netns", "del", ns])) } }
+        let checked = try await runner.run(Command("ip", ["netns", "exec", ns, "nft", "-c", "-f", "-"], input: Array(ruleset.transaction.utf8)))
+        #expect(checked.exitCode == 0, "\(checked.stderr)")
+        let listed = """
+            apiVersion: nodeagent/v1
+            kind: Platform
+            metadata: {name: n}
+            spec:
+              firewall: {publicInterface: eth0, public: {tcp: [22, 9430]}}
+              status: {listen: "127.0.0.1:9430"}
+
+            """
+        #expect(throws: DiagnosticsError.self) { try DesiredStateLoader.load(Array(listed.utf8), file: "p.yaml") }
     }
 }
 
@@ -468,5 +485,76 @@ enum FirewallSpecFixture {
         #expect(spec["clusterResourceWhitelist"] == .array([.object(["group": .string("rbac.authorization.k8s.io"), "kind": .string("ClusterRole")])]))
         #expect(spec["signatureKeys"] == .array([.object(["keyID": .string("4AEE18F83AFDEB23")])]))
         #expect(objects[1].body["spec"]?["source"]?["targetRevision"]?.string == "4f2a9c1e0b7d4f2a9c1e0b7d4f2a9c1e0b7d4f2a")
+    }
+}
+
+/// What the review of the first round found (docs/security.md).
+@Suite struct SecurityReviewTests {
+    @Test func quotedAndMixedCaseCredentialsAreRedactedWhole() {
+        let out = StatusRedaction.redact("PASSWORD=\"two words\" Ünïcode token: 'x y z' and ok", secrets: [])
+        #expect(!out.contains("two words") && !out.contains("x y z"), "\(out)")
+        #expect(out.contains("Ünïcode") && out.hasSuffix("and ok"), "\(out)")
+    }
+
+    @Test func refsFollowGitsRules() throws {
+        for ref in ["main\u{7F}", "a..b", "x~1", "feature:x", "-x", "a.lock", "a@{1}", "with space", "tab\tref"] {
+            let yaml = "apiVersion: nodeagent/v1\nkind: AgentConfig\nsource: {repo: \"https://git.example.com/p.git\", ref: \(JSONValue.string(ref).jsonText)}\n"
+            #expect(throws: DiagnosticsError.self, "\(ref)") { try AgentConfig.parse(Array(yaml.utf8), file: "agent.yaml") }
+        }
+        for ref in ["main", "release/1.2", "v1.0.0", "refs/heads/main"] {
+            let yaml = "apiVersion: nodeagent/v1\nkind: AgentConfig\nsource: {repo: \"https://git.example.com/p.git\", ref: \(ref)}\n"
+            _ = try AgentConfig.parse(Array(yaml.utf8), file: "agent.yaml")
+        }
+        let clear = "apiVersion: nodeagent/v1\nkind: AgentConfig\nsource: {repo: \"http://git.example.com/p.git\", tokenFile: /etc/nodeagent/secrets/git}\n"
+        #expect(throws: DiagnosticsError.self) { try AgentConfig.parse(Array(clear.utf8), file: "agent.yaml") }
+    }
+
+    @Test func aCommitCannotHandTheNodesOwnGitKeyToTheCluster() async throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let git = SystemCommandRunner()
+        let work = dir + "/work"
+        for args in [["init", "-q", "-b", "main", work], ["-C", work, "config", "user.email", "t@example.com"], ["-C", work, "config", "user.name", "t"]] {
+            _ = try await git.check(Command("git", args))
+        }
+        try """
+            apiVersion: nodeagent/v1
+            kind: Platform
+            metadata: {name: n}
+            spec:
+              status: {listen: "127.0.0.1:9430", tokenFile: /etc/nodeagent/secrets/deploy-key}
+
+            """.write(toFile: work + "/platform.yaml", atomically: true, encoding: .utf8)
+        _ = try await git.check(Command("git", ["-C", work, "add", "platform.yaml"]))
+        _ = try await git.check(Command("git", ["-C", work, "commit", "-q", "-m", "take the key"]))
+        let config = AgentConfig.Source(repo: "file://\(work)", ref: "main", commit: nil, path: "platform.yaml",
+                                        deployKeyFile: try AbsolutePath(parsing: "/etc/nodeagent/secrets/deploy-key"), allowedSignersFile: nil,
+                                        allowHistoryRewrite: false)
+        do {
+            _ = try await GitSource(config: config, mirror: dir + "/mirror", commands: git).fetch()
+            Issue.record("accepted the node's own deploy key as a secret file")
+        } catch {
+            #expect(error.reason == .invalid && error.message.contains("own Git credential"), "\(error)")
+        }
+    }
+
+    @Test func aDownloadOverItsCapIsRefused() async throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        FileManager.default.createFile(atPath: dir + "/big", contents: Data(count: 200_000))
+        let port = TLSTestPeer.freePort()
+        let server = try DetachedProcess.spawn(["/usr/bin/python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir, String(port)],
+                                               output: dir + "/server.log")
+        defer { DetachedProcess.stop(server) }
+        for _ in 0..<100 where !TLSTestPeer.canConnect(port) { try await Task.sleep(for: .milliseconds(50)) }
+        let fd = open(dir + "/out", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        defer { close(fd) }
+        do {
+            _ = try await HTTPDownload.fetch("http://127.0.0.1:\(port)/big", to: fd, maxSize: 100_000, onChunk: { _ in })
+            Issue.record("a 200 kB download passed a 100 kB cap")
+        } catch {
+            #expect(error.kind == .tooLarge, "\(error)")
+        }
+        #expect(try await HTTPDownload.fetch("http://127.0.0.1:\(port)/big", to: fd, maxSize: 300_000, onChunk: { _ in }) == 200_000)
     }
 }

@@ -13,27 +13,42 @@ final class ConnectionGuard: Sendable {
     struct Limits: Sendable {
         /// Open connections one address may hold; more are closed at once.
         var perPeer = 16
+        /// Open connections from loopback (127.0.0.0/8, ::1) in all: local users, whatever
+        /// loopback addresses they use, cannot take the VPN peers' share of `total`.
+        var loopbackTotal = 64
         /// Open connections in all: with `LimitNOFILE=65536` in the unit, thousands of
         /// descriptors stay for the reconcile loop whatever clients do.
         var total = 256
-        /// From accepting a connection (or finishing a response) to a complete request head.
-        var headTimeout = TimeAmount.seconds(10)
+        /// From accepting a connection (or sending the previous response) to a complete
+        /// request, head and body: a client trickling either is cut off.
+        var requestTimeout = TimeAmount.seconds(10)
         /// A connection with nothing read for this long is closed.
         var idleTimeout = TimeAmount.seconds(30)
     }
 
     let limits: Limits
-    private let counts = Mutex<(total: Int, byPeer: [String: Int])>((0, [:]))
+    private let counts = Mutex<(total: Int, loopback: Int, byPeer: [String: Int])>((0, 0, [:]))
 
     init(limits: Limits = Limits()) {
         self.limits = limits
     }
 
-    /// Takes a slot for the peer, or nil when the peer or the server is full.
+    /// A client address as counted: IPv4-mapped IPv6 as the IPv4 address it is.
+    static func peerKey(_ address: String) -> String {
+        address.hasPrefix("::ffff:") && address.contains(".") ? String(address.dropFirst(7)) : address
+    }
+
+    static func isLoopback(_ peer: String) -> Bool { peer == "::1" || peer.hasPrefix("127.") }
+
+    /// Takes a slot for the peer, or nil when the peer, loopback's share or the server is full.
     func admit(_ peer: String) -> Bool {
-        counts.withLock { c in
-            guard c.total < limits.total, c.byPeer[peer, default: 0] < limits.perPeer else { return false }
+        let loopback = Self.isLoopback(peer)
+        return counts.withLock { c in
+            guard c.total < limits.total, c.byPeer[peer, default: 0] < limits.perPeer, !loopback || c.loopback < limits.loopbackTotal else {
+                return false
+            }
             c.total += 1
+            if loopback { c.loopback += 1 }
             c.byPeer[peer, default: 0] += 1
             return true
         }
@@ -42,6 +57,7 @@ final class ConnectionGuard: Sendable {
     func release(_ peer: String) {
         counts.withLock { c in
             c.total -= 1
+            if Self.isLoopback(peer) { c.loopback -= 1 }
             let left = c.byPeer[peer, default: 1] - 1
             c.byPeer[peer] = left > 0 ? left : nil
         }
@@ -58,10 +74,12 @@ final class ConnectionGuard: Sendable {
     }
 
     /// Counts the connection while it is in the pipeline and closes it when it is over a limit
-    /// or when a request head does not arrive in time.
-    final class Handler: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    /// or when a request does not arrive whole in time.
+    final class Handler: ChannelDuplexHandler, RemovableChannelHandler, @unchecked Sendable {
         typealias InboundIn = HTTPRequestPart
         typealias InboundOut = HTTPRequestPart
+        typealias OutboundIn = HTTPResponsePart
+        typealias OutboundOut = HTTPResponsePart
 
         let owner: ConnectionGuard
         private var peer: String?
@@ -72,7 +90,7 @@ final class ConnectionGuard: Sendable {
         }
 
         func handlerAdded(context: ChannelHandlerContext) {
-            let address = context.channel.remoteAddress?.ipAddress ?? "unknown"
+            let address = ConnectionGuard.peerKey(context.channel.remoteAddress?.ipAddress ?? "unknown")
             guard owner.admit(address) else {
                 context.close(promise: nil)
                 return
@@ -88,23 +106,26 @@ final class ConnectionGuard: Sendable {
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            switch unwrapInboundIn(data) {
-            case .head:
+            if case .end = unwrapInboundIn(data) {
+                // The request is whole: the handler's time is not the client's.
                 deadline?.cancel()
                 deadline = nil
-            case .end:
-                // The next request on a kept-alive connection has the same time to arrive.
-                armDeadline(context)
-            case .body:
-                break
             }
             context.fireChannelRead(data)
+        }
+
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            if case .end = unwrapOutboundIn(data) {
+                // The next request on a kept-alive connection has the same time to arrive.
+                armDeadline(context)
+            }
+            context.write(data, promise: promise)
         }
 
         private func armDeadline(_ context: ChannelHandlerContext) {
             deadline?.cancel()
             let channel = context.channel
-            deadline = context.eventLoop.scheduleTask(in: owner.limits.headTimeout) { channel.close(promise: nil) }
+            deadline = context.eventLoop.scheduleTask(in: owner.limits.requestTimeout) { channel.close(promise: nil) }
         }
     }
 }

@@ -49,7 +49,13 @@ struct Run: AsyncParsableCommand {
         } else {
             let agent = try AgentConfig.loadForCommand(path: config)
             let mirror = (host.files as? RootedFileSystem)?.hostPath(agent.stateDirectory.value + "/source.git") ?? agent.stateDirectory.value + "/source.git"
-            source = .git(GitSource(config: agent.source, mirror: mirror, commands: host.commands))
+            source = .git(GitSource(config: agent.source, mirror: mirror, commands: host.commands, files: host.files))
+            // Written 0644 by earlier user-data: it may name credential files, so root's only.
+            let configPath = (host.files as? RootedFileSystem)?.hostPath(config) ?? config
+            var st = stat()
+            if stat(configPath, &st) == 0, st.st_mode & 0o077 != 0, chmod(configPath, 0o600) == 0 {
+                logger.notice("\(config) was readable by others: made 0600")
+            }
             (pollInterval, drift) = (agent.poll, agent.drift)
             if agent.kubeconfig.value != PassOptions.defaultKubeconfig { kubeconfig = agent.kubeconfig.value }
         }

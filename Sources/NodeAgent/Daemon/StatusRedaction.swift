@@ -31,9 +31,9 @@ enum StatusRedaction {
     /// `password: x`, `token=x`, `"secret":"x"`, `Authorization: Bearer x` → the value redacted.
     static func redactAssignments(_ text: String) -> String {
         let words = ["password", "passwd", "token", "secret", "apikey", "api_key", "authorization", "credential", "private_key", "privatekey"]
-        let lower = Array(text.lowercased())
         let chars = Array(text)
-        guard lower.count == chars.count else { return text }
+        // ASCII-only lowering, character for character: the two arrays always line up.
+        let lower = chars.map { $0.isASCII ? Character($0.lowercased()) : $0 }
         var out = ""
         var i = 0
         while i < chars.count {
@@ -48,7 +48,19 @@ enum StatusRedaction {
                 while k < chars.count, chars[k] == " " { k += 1 }
                 guard k < chars.count, chars[k] == ":" || chars[k] == "=" else { continue }
                 k += 1
-                while k < chars.count, chars[k] == " " || chars[k] == "\"" || chars[k] == "'" { k += 1 }
+                while k < chars.count, chars[k] == " " { k += 1 }
+                // A quoted value runs to its closing quote, spaces and all.
+                if k < chars.count, chars[k] == "\"" || chars[k] == "'" {
+                    let quote = chars[k]
+                    k += 1
+                    var end = k
+                    while end < chars.count, chars[end] != quote, chars[end] != "\n" { end += 1 }
+                    guard end > k else { continue }
+                    out += String(chars[i..<k]) + mark
+                    i = end
+                    matched = true
+                    break
+                }
                 // An HTTP scheme word before the value (Bearer, Basic) stays.
                 let scheme = String(chars[k...].prefix { $0.isLetter })
                 if ["bearer", "basic"].contains(scheme.lowercased()) {

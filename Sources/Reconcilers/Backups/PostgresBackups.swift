@@ -188,6 +188,12 @@ public struct PostgresBackups: Sendable {
         if st.st_mode & 0o077 != 0, chmod(hostPath(path), 0o700) != 0 {
             throw FileSystemError(operation: "chmod", path: hostPath(path), errno: errno)
         }
+        // Dumps an earlier version left with the caller's umask (0644).
+        for name in try host.files.list(path) ?? [] where name.hasSuffix(".dump") || name.hasSuffix(".json") || name.hasSuffix(".sql") {
+            var f = stat()
+            let file = hostPath("\(path)/\(name)")
+            if lstat(file, &f) == 0, (f.st_mode & S_IFMT) == S_IFREG, f.st_mode & 0o077 != 0 { chmod(file, 0o600) }
+        }
     }
 
     /// An empty file only root can read, whatever the umask.

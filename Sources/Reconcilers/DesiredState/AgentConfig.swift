@@ -116,17 +116,25 @@ extension AgentConfig.Source: YAMLDecodable {
         if let key = deployKeyFile, key.value.contains("'") {
             throw context.fail(.invalidValue, "deployKeyFile must not contain a quote", at: r.node("deployKeyFile")!.mark, path: path + "deployKeyFile")
         }
-        if ref.hasPrefix("-") || ref.contains("..") || ref.contains(" ") || ref.isEmpty {
+        // git check-ref-format's rules, which also keep control characters out.
+        let refBad = ref.isEmpty || ref.hasPrefix("-") || ref.hasPrefix("/") || ref.hasSuffix("/") || ref.hasSuffix(".") || ref.hasSuffix(".lock")
+            || ref.contains("..") || ref.contains("@{") || ref.contains("//") || ref == "@"
+            || ref.contains(where: { !$0.isASCII || ($0.asciiValue ?? 0) < 0x21 || $0.asciiValue == 0x7F || "~^:?*[\\".contains($0) })
+        if refBad {
             throw context.fail(.invalidValue, "\"\(ref)\" is not a branch or tag name", at: r.node("ref")!.mark, path: path + "ref")
         }
         if self.path.hasPrefix("/") || self.path.split(separator: "/").contains("..") {
             throw context.fail(.invalidValue, "path is relative to the repository root, without ..", at: r.node("path")!.mark, path: path + "path")
         }
-        if repo.hasPrefix("-") || repo.contains(where: { $0.isWhitespace || ($0.asciiValue ?? 0x20) < 0x20 }) {
+        if repo.hasPrefix("-") || repo.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) {
             throw context.fail(.invalidValue, "\"\(GitURL.redacted(repo))\" is not a repository URL", at: r.node("repo")!.mark, path: path + "repo")
         }
         if let problem = GitURL.credentialProblem(repo) {
             throw context.fail(.inlineSecret, problem, at: r.node("repo")!.mark, path: path + "repo")
+        }
+        if tokenFile != nil, repo.lowercased().hasPrefix("http://"), !RepoURL.isLoopbackURL(repo) {
+            throw context.fail(.conflict, "a tokenFile with a plain http:// repository would send the token in clear: use https://",
+                               at: r.node("tokenFile")!.mark, path: path + "tokenFile")
         }
         if tokenFile != nil, deployKeyFile != nil {
             throw context.fail(.conflict, "set either tokenFile (HTTPS) or deployKeyFile (SSH), not both", at: node.mark, path: path)

@@ -18,7 +18,7 @@ extension Platform {
     /// it into a Kubernetes Secret or a config. A committer is trusted with the node's desired
     /// state, not with a read of root's keys into places pods and peers can reach.
     static let foreignCredentialPaths = ["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/nodeagent/agent.yaml"]
-    static let foreignCredentialDirectories = ["/etc/ssh/", "/etc/rancher/", "/var/lib/rancher/", "/root/.ssh/", "/var/lib/nodeagent/",
+    static let foreignCredentialDirectories = ["/etc/ssh/", "/etc/rancher/", "/var/lib/rancher/", "/root/.ssh/", "/root/.kube/", "/var/lib/nodeagent/",
                                                "/proc/", "/sys/", "/dev/"]
 
     /// Every `…File` field that names a secret, with where it is.
@@ -195,6 +195,10 @@ extension Platform {
     }
 
     private func validateStatus(_ status: StatusSpec, at path: FieldPath, _ context: DecodeContext) {
+        if let fw = spec.firewall, let i = fw.public.tcp.firstIndex(of: status.listen.port) {
+            context.fail(.conflict, "the status port \(status.listen.port) is for WireGuard peers only; remove it from firewall.public.tcp",
+                         path: (FieldPath.root + "spec" + "firewall" + "public" + "tcp").appending(index: i))
+        }
         guard let ip = status.listen.ip else { return }
         if ip.isUnspecified {
             context.fail(.invalidValue, "\(ip) listens on every address, the public one included; use the WireGuard address",

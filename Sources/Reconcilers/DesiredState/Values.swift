@@ -262,7 +262,10 @@ public struct RepoURL: YAMLScalarParsable, Sendable, Hashable, CustomStringConve
     }
 
     /// Whether the host is this machine: `localhost`, 127.0.0.0/8 or `[::1]`.
-    public var isLoopback: Bool {
+    public var isLoopback: Bool { Self.isLoopbackURL(value) }
+
+    /// The same for any URL text.
+    public static func isLoopbackURL(_ value: String) -> Bool {
         guard let rest = value.split(separator: "://", maxSplits: 1).dropFirst().first else { return false }
         var host = String(rest.split(separator: "/", maxSplits: 1).first ?? "")
         if let at = host.lastIndex(of: "@") { host = String(host[host.index(after: at)...]) }

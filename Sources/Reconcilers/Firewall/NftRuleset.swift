@@ -57,13 +57,18 @@ public struct NftRuleset: Sendable, Equatable {
             "iif \"lo\" accept",
         ]
         input += Self.stateAndICMP
+        // The status port: from loopback (accepted above) and the WireGuard interface only,
+        // never from pods or another interface, whatever the port lists say.
+        if let statusPort {
+            let allowed = ["\"lo\""] + (vpnInterface.map { [quote($0)] } ?? [])
+            input.append("iifname != { \(allowed.joined(separator: ", ")) } tcp dport \(statusPort) drop")
+        }
         // Public ports on every interface: prerouting has already limited the public one, and a
         // misnamed public interface must not shut SSH on the real one.
         input += portRules(prefix: "", tcp: publicTCP, udp: publicUDP)
         if let vpn = vpnInterface {
             input += portRules(prefix: "iifname \(quote(vpn)) ", tcp: vpnTCP, udp: vpnUDP)
         }
-        if let statusPort { input.append("tcp dport \(statusPort) drop") }
         input.append("iifname { \"cni0\", \"flannel.1\" } accept")
         let v4 = clusterNetworks.filter(\.address.isIPv4).map(\.description)
         let v6 = clusterNetworks.filter { !$0.address.isIPv4 }.map(\.description)

@@ -237,10 +237,10 @@ public struct RootedFileSystem: FileSystem {
     public func writeInUserDirectory(home: String, subdirectory: String, name: String, _ bytes: [UInt8], mode: UInt32, directoryMode: UInt32,
                                      uid: UInt32, gid: UInt32) throws(FileSystemError) {
         let homePath = hostPath(home)
-        // A missing home is made as the old code did (root's /root in a fresh root): its parents
-        // are root's, so no user can have placed anything on that path.
+        // Only root's missing home is made (a fresh root in tests; /root on a node exists): a
+        // user's home that is missing is a broken account, not something to invent.
         var st = stat()
-        if lstat(homePath, &st) != 0, errno == ENOENT { try makeDirectories(homePath) }
+        if uid == 0, lstat(homePath, &st) != 0, errno == ENOENT { try makeDirectories(homePath) }
         guard let homeFD = try Self.openDirectory(AT_FDCWD, homePath, shown: homePath, missingIsNil: false) else { return }
         defer { close(homeFD) }
         try Self.requireOwner(homeFD, path: homePath, allowed: [uid, 0])
@@ -254,8 +254,9 @@ public struct RootedFileSystem: FileSystem {
         guard let dirFD = try Self.openDirectory(homeFD, subdirectory, shown: dirPath, missingIsNil: false) else { return }
         defer { close(dirFD) }
         // The descriptor is the directory we checked; whatever happens to its name from here on,
-        // every change below lands in it.
-        try Self.requireOwner(dirFD, path: dirPath, allowed: [uid, 0])
+        // every change below lands in it. One that existed must already be the user's: a
+        // root-owned directory there was not made by the user, nor by nodeagent.
+        try Self.requireOwner(dirFD, path: dirPath, allowed: created ? [uid, 0] : [uid])
         guard fchown(dirFD, uid, gid) == 0 else { throw FileSystemError(operation: "chown", path: dirPath, errno: errno) }
         if created, fchmod(dirFD, mode_t(directoryMode)) != 0 { throw FileSystemError(operation: "chmod", path: dirPath, errno: errno) }
         var generator = SystemRandomNumberGenerator()
