@@ -8,7 +8,7 @@ import Glibc
 //
 // Built with `-sanitize=fuzzer,address -DFUZZING`, libFuzzer's driver runs the target. SwiftPM
 // links an executable with `main` renamed to `Fuzz_main`, so the driver is started from there
-// (see ../shared/lab/swift-stack.md). Built normally, the program replays files instead:
+// (SwiftPM's renaming of an executable's entry point). Built normally, the program replays files instead:
 // `Fuzz TARGET FILE...` runs each file once, which is how a crash is reproduced under a debugger.
 
 /// Writes to standard error (fd 2: `stderr` itself is shared mutable state to Swift 6).
