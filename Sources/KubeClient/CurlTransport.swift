@@ -255,7 +255,8 @@ private let writeHeader: CCurl_WriteCallback = { pointer, size, count, context i
     } else if let colon = line.firstIndex(of: ":") {
         let name = line[..<colon].lowercased()
         let value = line[line.index(after: colon)...].trimmingCharacters(in: " \r\n\t")
-        sink.headers[name] = value
+        // Warning may come once per problem: keep them all, one per line.
+        if name == "warning", let earlier = sink.headers[name] { sink.headers[name] = earlier + "\n" + value } else { sink.headers[name] = value }
     }
     return n
 }

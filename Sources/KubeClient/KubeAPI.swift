@@ -126,11 +126,25 @@ public final class KubeAPI: Sendable {
     let retry: RetryPolicy
     /// How long one request may take, connection included (watches excepted).
     let timeout: Duration
+    /// Sees the text of every `Warning` header the server sends (a deprecated API, a field it
+    /// dropped): nothing the server says is swallowed.
+    let warnings: @Sendable (String) -> Void
 
-    public init(config: Kubeconfig, retry: RetryPolicy = RetryPolicy(), timeout: Duration = .seconds(30)) {
+    public init(config: Kubeconfig, retry: RetryPolicy = RetryPolicy(), timeout: Duration = .seconds(30),
+                warnings: @escaping @Sendable (String) -> Void = { _ in }) {
         transport = CurlTransport(config: config)
         self.retry = retry
         self.timeout = timeout
+        self.warnings = warnings
+    }
+
+    /// The texts of a `Warning` header (RFC 7234: `299 - "text"`), one per warning.
+    static func warningTexts(_ header: String) -> [String] {
+        header.split(separator: "\n").map { line in
+            let text = line.drop { $0 != "\"" }
+            guard text.count >= 2, text.hasSuffix("\"") else { return String(line) }
+            return String(text.dropFirst().dropLast()).replacing("\\\"", with: "\"")
+        }
     }
 
     /// `GET /version`'s `gitVersion`, such as `v1.31.4+k3s1`.
@@ -257,10 +271,13 @@ public final class KubeAPI: Sendable {
     }
 
     /// Server-side apply (`PATCH`, `application/apply-patch+yaml`, `fieldManager=nodeagent`,
-    /// `force=true`); with `dryRun`, the server computes the result without storing it.
+    /// `force=true`, `fieldValidation=Strict`); with `dryRun`, the server computes the result
+    /// without storing it. Strict: a field the server's schema does not have fails the request
+    /// (400 BadRequest, naming each field) instead of being dropped with only a warning, the
+    /// default (`Warn`), so nothing nodeagent sends is ever lost silently.
     /// - Returns: the object as the server has (or would have) it.
     public func apply(_ object: JSONValue, to ref: ResourceRef, force: Bool = true, dryRun: Bool = false) async throws -> JSONValue {
-        var query = "fieldManager=\(Self.fieldManager)&force=\(force)"
+        var query = "fieldManager=\(Self.fieldManager)&force=\(force)&fieldValidation=Strict"
         if dryRun { query += "&dryRun=All" }
         return try await json("PATCH", ref.path + "?" + query, body: Array(object.jsonText.utf8),
                               contentType: "application/apply-patch+yaml")
@@ -320,6 +337,9 @@ public final class KubeAPI: Sendable {
         var headers: [(name: String, value: String)] = [("Accept", "application/json")]
         if let contentType { headers.append(("Content-Type", contentType)) }
         let response = try await send(HTTPRequest(method, path, headers: headers, body: body, timeout: timeout))
+        if let header = response.headers["warning"] {
+            for text in Self.warningTexts(header) { warnings("API server warning for \(method) \(path.split(separator: "?").first ?? ""): \(text)") }
+        }
         guard (200..<300).contains(response.status) else { throw KubeStatusError(response) }
         guard let value = JSONValue.parse(response.body) else {
             throw KubeStatusError(code: response.status, reason: "BadResponse", message: "the response is not JSON")

@@ -39,8 +39,8 @@ public struct PassOptions: Sendable {
 
     /// The cluster access for a pass on `host`.
     public func cluster(on host: Host) -> ClusterAccess {
-        if let kubeconfig { return ClusterAccess(kubeconfigPath: kubeconfig, files: RootedFileSystem(root: "/")) }
-        return ClusterAccess(kubeconfigPath: Self.defaultKubeconfig, files: host.files)
+        if let kubeconfig { return ClusterAccess(kubeconfigPath: kubeconfig, files: RootedFileSystem(root: "/"), log: log) }
+        return ClusterAccess(kubeconfigPath: Self.defaultKubeconfig, files: host.files, log: log)
     }
 }
 

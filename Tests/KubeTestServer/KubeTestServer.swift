@@ -53,6 +53,11 @@ public final class KubeTestServer: @unchecked Sendable {
         var watchGeneration = 0
         /// Pod logs by "namespace/pod".
         var logs: [String: String] = [:]
+        /// Structural schemas of custom resources, by "GROUPVERSION/PLURAL": applies are pruned
+        /// by them, honouring `fieldValidation`, as kube-apiserver does.
+        var schemas: [String: StructuralSchema] = [:]
+        /// What `GET /version` says.
+        var gitVersion = "v1.31.4+k3s1"
     }
 
     public let tls: TLSPaths
@@ -92,6 +97,8 @@ public final class KubeTestServer: @unchecked Sendable {
 
     /// helm.cattle.io/v1 HelmChart, served once a test registers it (K3s always has it).
     public static let helmChart = ResourceType(group: "helm.cattle.io", version: "v1", kind: "HelmChart", plural: "helmcharts", namespaced: true)
+    public static let helmChartConfig = ResourceType(group: "helm.cattle.io", version: "v1", kind: "HelmChartConfig", plural: "helmchartconfigs",
+                                                     namespaced: true)
     /// argoproj.io/v1alpha1 Application, served once Argo CD's CRD is "installed".
     public static let application = ResourceType(group: "argoproj.io", version: "v1alpha1", kind: "Application", plural: "applications",
                                                  namespaced: true)
@@ -140,9 +147,40 @@ public final class KubeTestServer: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: tls.directory)
     }
 
-    /// Serves a new kind, as an established CRD would.
-    public func register(_ type: ResourceType) {
-        state.withLock { $0.types.append(type) }
+    /// Serves a new kind, as an established CRD would; with a schema, its objects are pruned
+    /// by it.
+    public func register(_ type: ResourceType, schema: StructuralSchema? = nil) {
+        state.withLock { s in
+            if !s.types.contains(type) { s.types.append(type) }
+            if let schema { s.schemas["\(type.groupVersion)/\(type.plural)"] = schema }
+        }
+    }
+
+    /// The K3s version `GET /version` reports.
+    public var gitVersion: String {
+        get { state.withLock { $0.gitVersion } }
+        set { state.withLock { $0.gitVersion = newValue } }
+    }
+
+    /// Serves HelmChart and HelmChartConfig as the helm-controller `version` does: their kinds,
+    /// their schemas (applies are pruned by them), and their CRD objects with those schemas, as
+    /// K3s creates them at start-up.
+    public func serveHelmCRDs(_ version: HelmControllerVersion) {
+        let crd = Self.builtIn.first { $0.plural == "customresourcedefinitions" }!
+        for (type, schema) in [(Self.helmChart, version.helmChart), (Self.helmChartConfig, version.helmChartConfig)] {
+            register(type, schema: schema)
+            put(crd, .object([
+                "apiVersion": .string("apiextensions.k8s.io/v1"), "kind": .string("CustomResourceDefinition"),
+                "metadata": .object(["name": .string("\(type.plural).\(type.group)")]),
+                "spec": .object([
+                    "group": .string(type.group), "scope": .string("Namespaced"),
+                    "names": .object(["kind": .string(type.kind), "plural": .string(type.plural)]),
+                    "versions": .array([.object(["name": .string(type.version), "served": .bool(true), "storage": .bool(true),
+                                                 "schema": .object(["openAPIV3Schema": schema.openAPIV3])])]),
+                ]),
+                "status": .object(["conditions": .array([.object(["type": .string("Established"), "status": .string("True")])])]),
+            ]))
+        }
     }
 
     /// The next `count` requests get `status` (429 or 503, say), with `Retry-After` if given.
@@ -237,7 +275,7 @@ public final class KubeTestServer: @unchecked Sendable {
             return .full(status: 200, headers: [("Content-Type", "text/plain")], body: Array("ok".utf8))
         }
         if request.path == "/version" {
-            return json(200, .object(["major": .string("1"), "minor": .string("31"), "gitVersion": .string("v1.31.4+k3s1"),
+            return json(200, .object(["major": .string("1"), "minor": .string("31"), "gitVersion": .string(gitVersion),
                                       "platform": .string("linux/amd64")]))
         }
         if request.path == "/api" {
@@ -393,10 +431,29 @@ public final class KubeTestServer: @unchecked Sendable {
         }
         guard Self.isDNSSubdomain(name) else { return status(422, "Invalid", "metadata.name: Invalid value: \"\(name)\"") }
         if type.namespaced { patch[["metadata", "namespace"]] = .string(namespace) }
+        // Pruning by the structural schema, as fieldValidation asks (kube-apiserver's default
+        // is Warn): Strict refuses with 400 BadRequest naming every unknown field; Warn prunes
+        // and says so in a Warning header per field; Ignore prunes silently.
+        var warnings: [(String, String)] = []
+        if let schema = state.withLock({ $0.schemas["\(type.groupVersion)/\(type.plural)"] }) {
+            let (pruned, unknown) = schema.prune(patch, at: "")
+            if !unknown.isEmpty {
+                switch request.query["fieldValidation"] ?? "Warn" {
+                case "Strict":
+                    return status(400, "BadRequest", "failed to create typed patch object (\(namespace)/\(name); \(type.groupVersion), Kind=\(type.kind)): "
+                                  + unknown.map { ".\($0): field not declared in schema" }.joined(separator: ", "))
+                case "Ignore":
+                    break
+                default:
+                    warnings = unknown.map { ("Warning", "299 - \"unknown field \\\"\($0)\\\"\"") }
+                }
+            }
+            patch = pruned
+        }
         let force = request.query["force"] == "true"
         let dryRun = request.query["dryRun"] == "All"
         let key = Key(resource: type.plural, groupVersion: type.groupVersion, namespace: namespace, name: name)
-        return state.withLock { s -> HTTPServer.Response in
+        let response = state.withLock { s -> HTTPServer.Response in
             let existing = s.objects[key]
             var owners = existing?.owners ?? [:]
             let paths = Set(patch.leafPaths.filter { !Self.identityPaths.contains($0) })
@@ -438,6 +495,8 @@ public final class KubeTestServer: @unchecked Sendable {
             }
             return json(existing == nil ? 201 : 200, object)
         }
+        guard !warnings.isEmpty, case .full(let code, let headers, let body) = response else { return response }
+        return .full(status: code, headers: headers + warnings, body: body)
     }
 
     /// The wall-clock time as Kubernetes writes it.

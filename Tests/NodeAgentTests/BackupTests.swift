@@ -338,6 +338,49 @@ struct BackupTests {
         await server.stop()
     }
 
+    /// A CloudNativePG cluster (the `cluster` chart with fullnameOverride): its `pg-rw`
+    /// Service and `pg-superuser` Secret, as the operator makes them.
+    @Test func aCloudNativePGClusterIsFoundByItsServiceAndSecret() async throws {
+        let server = try await PostgresServer()
+        let kube = try await KubeTestServer()
+        let node = try Node(server: server, extra: """
+              helmReleases:
+                - {name: cnpg, chart: cloudnative-pg, repo: "https://cloudnative-pg.github.io/charts", version: 0.29.0, namespace: cnpg-system}
+                - {name: postgres, chart: cluster, repo: "https://cloudnative-pg.github.io/charts", version: 0.8.1, namespace: db,
+                   dependsOn: [cnpg], values: {fullnameOverride: pg, cluster: {instances: 1}}}
+            """)
+        defer {
+            node.remove()
+            kube.stop()
+        }
+        var text = try String(contentsOfFile: node.state, encoding: .utf8)
+        text = text.replacingOccurrences(of: #"connection: {host: 127.0.0.1, port: \#(server.port), user: postgres, passwordFile: /etc/nodeagent/secrets/pg, sslmode: disable}"#,
+                                         with: "release: postgres")
+        try text.write(toFile: node.state, atomically: true, encoding: .utf8)
+        try await server.sql("CREATE DATABASE app")
+        let services = KubeTestServer.builtIn.first { $0.plural == "services" }!
+        for (name, ip) in [("pg-r", "127.0.0.9"), ("pg-rw", "127.0.0.1"), ("pg-ro", "127.0.0.8")] {
+            kube.put(services, namespace: "db", .object([
+                "apiVersion": .string("v1"), "kind": .string("Service"),
+                "metadata": .object(["name": .string(name), "namespace": .string("db"), "labels": .object(["cnpg.io/cluster": .string("pg")])]),
+                "spec": .object(["clusterIP": .string(ip), "ports": .array([.object(["name": .string("postgres"), "port": .int(server.port)])])]),
+            ]))
+        }
+        let secrets = KubeTestServer.builtIn.first { $0.plural == "secrets" }!
+        kube.put(secrets, namespace: "db", .object([
+            "apiVersion": .string("v1"), "kind": .string("Secret"), "type": .string("kubernetes.io/basic-auth"),
+            "metadata": .object(["name": .string("pg-superuser"), "namespace": .string("db")]),
+            "data": .object(["username": .string(Data("postgres".utf8).base64EncodedString()),
+                             "password": .string(Data(server.password.utf8).base64EncodedString())]),
+        ]))
+        try kube.writeKubeconfig(to: node.root + "/kubeconfig.yaml")
+        let r = try await node.run(["backup", "run", "--kubeconfig", node.root + "/kubeconfig.yaml"])
+        #expect(r.exitCode == 0, "\(r.stdout)\(r.stderr)")
+        #expect(try await node.list().count == 1)
+        #expect(!(r.stdout + r.stderr).contains(server.password))
+        await server.stop()
+    }
+
     /// The daemon runs the first backup at start (it never ran), and a drill once a dump
     /// exists (never ran either); both show in /metrics and /status.
     @Test func theDaemonSchedulesAndReports() async throws {

@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 import KubeTestServer
 import KubeClient
-import Reconcilers
+@testable import Reconcilers
 import YAML
 
 /// The helm and argocd reconcilers against the test API server, with `FakeHelmController`
@@ -14,9 +14,13 @@ final class ClusterLab: @unchecked Sendable {
     let kubeconfig: String
     let controller: FakeHelmController
 
-    init() async throws {
+    /// - Parameter helmController: the helm-controller whose CRDs the API server serves and
+    ///   prunes by: v0.17.1 is what current K3s lines bundle (v1.35.5+k3s1), v0.16.5 what
+    ///   v1.31.4+k3s1 bundles.
+    init(helmController: HelmControllerVersion = .v0_17_1) async throws {
         server = try await KubeTestServer()
-        server.register(KubeTestServer.helmChart)
+        server.serveHelmCRDs(helmController)
+        server.gitVersion = helmController == .v0_17_1 ? "v1.35.5+k3s1" : "v1.31.4+k3s1"
         root = Fixtures.temporaryDirectory()
         kubeconfig = root + "/kubeconfig.yaml"
         try server.writeKubeconfig(to: kubeconfig)
@@ -54,6 +58,9 @@ final class ClusterLab: @unchecked Sendable {
 
     /// Requests that changed something.
     var writes: [String] { server.requests.filter { $0.hasPrefix("PATCH") || $0.hasPrefix("DELETE") } }
+
+    /// A client of the lab's API server, as nodeagent makes one.
+    func api() throws -> KubeAPI { KubeAPI(config: try Kubeconfig.load(path: kubeconfig)) }
 
     func chart(_ name: String) -> JSONValue? {
         server.object("helmcharts", namespace: "kube-system", name: name, groupVersion: "helm.cattle.io/v1")
@@ -222,18 +229,31 @@ struct ClusterReconcilerTests {
         #expect(!lab.writes.contains { $0.contains("traefik") })
     }
 
-    @Test func aFailedInstallJobIsReportedWithItsLog() async throws {
+    /// helm-controller's install Job restarts a failing `helm install` in its pod (OnFailure,
+    /// backoffLimit 1000): the Job never fails and the HelmChart never says Failed. The pod is
+    /// what shows it, within the pass that first sees it.
+    @Test func aCrashLoopingInstallIsFailedWithItsCauseWithinOnePass() async throws {
         let lab = try await ClusterLab()
         defer { lab.stop() }
         _ = try await lab.apply(try platform(argocd: ""))
         lab.controller.step(failing: ["postgresql"])
+        let job = try #require(lab.server.object("jobs", namespace: "kube-system", name: "helm-install-postgresql", groupVersion: "batch/v1"))
+        #expect(job["spec"]?["backoffLimit"]?.int == 1000 && job["spec"]?["template"]?["spec"]?["restartPolicy"]?.string == "OnFailure")
+        #expect(job["status"]?["failed"] == nil && lab.chart("postgresql")?["status"]?["conditions"]?.array?.contains {
+            $0["type"]?.string == "Failed" && $0["status"]?.string == "False"
+        } == true, "the Job and the chart say nothing has failed")
         let result = try await lab.apply(try platform(argocd: ""))
         let condition = try #require(result[.helm]?.condition)
         #expect(condition.status == .failed)
-        #expect(condition.reason == "InstallJobFailed")
-        #expect(condition.message.contains("postgresql: Job helm-install-postgresql failed: BackoffLimitExceeded"), "\(condition.message)")
-        #expect(condition.message.contains("Error: chart \"postgresql\" version \"16.3.0\" not found in repository"))
+        #expect(condition.reason == "InstallCrashLooping")
+        #expect(condition.message.contains("postgresql: the install keeps failing: pod helm-install-postgresql-x7k2p: container helm CrashLoopBackOff after 1 restart (last exit 1: Error)"),
+                "\(condition.message)")
+        #expect(condition.message.contains("Error: INSTALLATION FAILED: chart \"postgresql\" version \"16.3.0\" not found"), "\(condition.message)")
         #expect(condition.message.contains("argocd: argo-cd 7.7.11 installed and available"))
+        // It keeps restarting; the count says so.
+        lab.controller.step(failing: ["postgresql"])
+        let again = try await lab.apply(try platform(argocd: ""))
+        #expect(again[.helm]?.condition?.message.contains("after 2 restarts") == true)
     }
 
     @Test func driftIsRepaired_andUnavailableWorkloadsKeepItProgressing() async throws {
@@ -351,6 +371,140 @@ struct ClusterPropertyTests {
                 let content = lab.chart(release.name.value)?["spec"]?["valuesContent"]?.string ?? ""
                 let parsed = JSONValue(try YAMLParser().parseDocument(Array(content.utf8), file: "valuesContent"))
                 #expect(parsed == release.values, "round \(round) \(release.name): \(content)")
+            }
+        }
+    }
+}
+
+/// What a real node's API server and helm-controller do that the first model did not:
+/// pruning by the CRD's structural schema, claiming by typed Update, dependsOn.
+@Suite("K3s fidelity: CRD pruning, strict applies, claiming, dependsOn", .serialized)
+struct K3sFidelityTests {
+    static let withSecrets = """
+        - name: postgresql
+          chart: postgresql
+          repo: https://charts.example.com
+          version: 16.3.0
+          namespace: db
+          valuesSecrets: [{key: auth.postgresPassword, file: /etc/nodeagent/secrets/postgres-password}]
+
+    """
+
+    /// K3s v1.31.4+k3s1's helm-controller (v0.16.5) has no spec.valuesSecrets. kube-apiserver's
+    /// default, Warn, would drop it with only a header; nodeagent's Strict apply is refused,
+    /// and nodeagent checks the served CRD before it even tries.
+    @Test func aFieldTheServedCRDLacksIsNeverLostSilently() async throws {
+        let lab = try await ClusterLab(helmController: .v0_16_5)
+        defer { lab.stop() }
+        // What any client gets by default (Warn): the field is pruned, the apply succeeds, and
+        // only a Warning header says so.
+        let chart: JSONValue = .object([
+            "apiVersion": .string("helm.cattle.io/v1"), "kind": .string("HelmChart"),
+            "metadata": .object(["name": .string("probe"), "namespace": .string("kube-system")]),
+            "spec": .object(["chart": .string("x"), "valuesSecrets": .array([.object(["name": .string("s")])])]),
+        ])
+        let path = "/apis/helm.cattle.io/v1/namespaces/kube-system/helmcharts/probe"
+        for (validation, status) in [("Warn", 201), ("Ignore", 200), ("Strict", 400)] {
+            let r = try await SystemCommandRunner().run(Command("curl", [
+                "-sS", "-D", "-", "--cacert", lab.server.tls.directory + "/ca.pem", "--cert", lab.server.tls.directory + "/client.pem",
+                "--key", lab.server.tls.directory + "/client.key", "-X", "PATCH", "-H", "Content-Type: application/apply-patch+yaml",
+                "--data-binary", chart.jsonText, lab.server.url + path + "?fieldManager=probe&fieldValidation=\(validation)"]))
+            #expect(r.stdout.hasPrefix("HTTP/1.1 \(status)"), "\(validation): \(r.stdout)")
+            switch validation {
+            case "Warn": #expect(r.stdout.contains("Warning: 299 - \"unknown field \\\"spec.valuesSecrets\\\"\""), "\(r.stdout)")
+            case "Strict": #expect(r.stdout.contains(".spec.valuesSecrets: field not declared in schema"), "\(r.stdout)")
+            default: #expect(!r.stdout.lowercased().contains("warning:"))
+            }
+        }
+        #expect(lab.chart("probe")?["spec"]?["valuesSecrets"] == nil, "pruned")
+        #expect(lab.chart("probe")?["spec"]?["chart"]?.string == "x", "the rest kept")
+
+        // nodeagent: refused before anything is applied, with the reason and what to do.
+        let state = try platform(releases: Self.withSecrets, argocd: "")
+        let result = try await lab.apply(state)
+        let condition = try #require(result[.helm]?.condition)
+        #expect(condition.status == .failed && condition.reason == "FieldNotServed", "\(condition)")
+        #expect(condition.message.contains("served by v1.31.4+k3s1 has no spec.valuesSecrets") && condition.message.contains("upgrade K3s"),
+                "\(condition.message)")
+        #expect(lab.chart("postgresql") == nil && !lab.writes.contains { $0.contains("postgresql") })
+
+        // And the apply itself is Strict: a CRD that lies about its schema still cannot make
+        // nodeagent lose the field.
+        let api = try lab.api()
+        do {
+            _ = try await api.apply(chart, to: ClusterRender.helmChartRef("probe"))
+            Issue.record("a Strict apply of an unknown field succeeded")
+        } catch let error as KubeStatusError {
+            #expect(error.code == 400 && error.message.contains("field not declared in schema"))
+            let failure = ReconcileError.kube(error, doing: "applying")
+            #expect(failure.reason == "FieldNotServed" && failure.message.contains("spec.valuesSecrets"), "\(failure)")
+        }
+    }
+
+    /// Current K3s lines bundle v0.17.1, which serves valuesSecrets: the same release installs.
+    @Test func theSameReleaseKeepsEveryFieldOnACurrentK3s() async throws {
+        let lab = try await ClusterLab(helmController: .v0_17_1)
+        defer { lab.stop() }
+        let state = try platform(releases: Self.withSecrets, argocd: "")
+        _ = try await lab.apply(state)
+        let sent = try ClusterRender.helm(state.spec.helmReleases ?? [], secrets: .redacted).first { $0.ref.plural == "helmcharts" }!
+        let kept = try #require(lab.chart("postgresql"))
+        // Every field nodeagent sent is there, as sent.
+        #expect(ObjectSync.differences(sent.body["spec"]!, kept["spec"], secret: false, path: ["spec"]).isEmpty, "\(kept)")
+    }
+
+    /// helm-controller claims a chart with a typed Update that drops `omitempty` zero values:
+    /// a release with createNamespace: false converges, and the next pass writes nothing.
+    @Test func aClaimedChartWithZeroValuesConvergesAndThenWritesNothing() async throws {
+        let lab = try await ClusterLab()
+        defer { lab.stop() }
+        let state = try platform(releases: """
+            - {name: cache, chart: redis, repo: https://charts.example.com, version: 1.0.0, namespace: db, createNamespace: false}
+
+        """, argocd: "")
+        _ = try await lab.apply(state)
+        lab.controller.step()
+        #expect(lab.chart("cache")?["metadata"]?["annotations"]?["helmcharts.cattle.io/managed-by"]?.string == "helm-controller")
+        let converged = try await lab.apply(state)
+        #expect(converged[.helm]?.condition?.status == .ready, "\(String(describing: converged[.helm]))")
+        let before = lab.writes.count
+        let again = try await lab.apply(state)
+        #expect(again[.helm]?.changes.isEmpty == true && lab.writes.count == before, "a converged node makes no write")
+        #expect(lab.server.objects(KubeTestServer.builtIn.first { $0.plural == "jobs" }!, namespace: "kube-system").count == 1, "the Job was not replaced")
+    }
+
+    @Test func aReleaseWaitsForWhatItDependsOn() async throws {
+        let lab = try await ClusterLab()
+        defer { lab.stop() }
+        let state = try platform(releases: """
+            - {name: cnpg, chart: cloudnative-pg, repo: https://cloudnative-pg.github.io/charts, version: 0.29.0, namespace: cnpg-system}
+            - {name: db, chart: cluster, repo: https://cloudnative-pg.github.io/charts, version: 0.8.1, namespace: db, dependsOn: [cnpg]}
+
+        """, argocd: "")
+        let plan = try await lab.plan(state)
+        let planned = plan[.helm]?.changes.map(\.description) ?? []
+        #expect(planned.contains("+ helmchart kube-system/cnpg") || planned.contains { $0.hasPrefix("+ helmchart kube-system/cnpg") }, "\(planned)")
+        #expect(planned.contains { $0.hasPrefix("! helmchart kube-system/db waits for dependsOn: cnpg (NotApplied)") }, "\(planned)")
+        let first = try await lab.apply(state)
+        #expect(lab.chart("cnpg") != nil && lab.chart("db") == nil, "only the operator goes in")
+        #expect(first[.helm]?.condition?.message.contains("db: waits for dependsOn: cnpg") == true, "\(String(describing: first[.helm]))")
+        lab.controller.step()
+        _ = try await lab.apply(state)
+        #expect(lab.chart("db") != nil, "once cnpg is Ready, db is applied")
+        lab.controller.step()
+        #expect(try await lab.apply(state)[.helm]?.condition?.status == .ready)
+        // Unknown names and cycles are refused at validate.
+        for (releases, message) in [("    - {name: a, chart: a, repo: https://x.example, version: 1, namespace: a, dependsOn: [b]}\n", "\"b\" is not a release"),
+                                    ("""
+                                        - {name: a, chart: a, repo: https://x.example, version: 1, namespace: a, dependsOn: [b]}
+                                        - {name: b, chart: b, repo: https://x.example, version: 1, namespace: b, dependsOn: [a]}
+
+                                    """, "dependsOn makes a cycle: a → b → a")] {
+            do {
+                _ = try platform(releases: releases, argocd: "")
+                Issue.record("accepted \(releases)")
+            } catch let error as DiagnosticsError {
+                #expect(error.diagnostics.contains { $0.message.contains(message) }, "\(error.diagnostics)")
             }
         }
     }

@@ -25,7 +25,7 @@ struct RenderTests {
         let r = try await Binary.run(["render", "--state", Fixtures.example])
         #expect(r.exitCode == 0, "\(r.stderr)")
         let documents = r.stdout.components(separatedBy: "---\n").dropFirst()
-        #expect(documents.count == 14)
+        #expect(documents.count == 15)
         var kinds: [String] = []
         for document in documents {
             let node = try YAMLParser().parseDocument(Array(document.utf8), file: "render")
@@ -38,11 +38,11 @@ struct RenderTests {
                 #expect(shown.contains("<redacted: the content of /etc/nodeagent/secrets/"), "\(shown)")
             }
         }
-        #expect(kinds == ["HelmChart", "HelmChart", "Secret", "HelmChart", "HelmChartConfig", "Secret", "PrometheusRule", "Service", "Endpoints",
-                          "ServiceMonitor", "ConfigMap", "AppProject", "AppProject", "Application"])
+        #expect(kinds == ["HelmChart", "Secret", "HelmChart", "HelmChart", "HelmChart", "HelmChartConfig", "Secret", "PrometheusRule", "Service",
+                          "Endpoints", "ServiceMonitor", "ConfigMap", "AppProject", "AppProject", "Application"])
         let checked = try await validate(r.stdout)
         #expect(checked.exitCode == 0, "\(checked.stdout)\(checked.stderr)")
-        #expect(checked.stdout.contains("passed for resource secret/nodeagent-values-postgresql against version 1.31"), "\(checked.stdout)")
+        #expect(checked.stdout.contains("passed for resource secret/nodeagent-values-monitoring against version 1.31"), "\(checked.stdout)")
         let helm = try await Binary.run(["render", "--state", Fixtures.example, "--only", "argocd"])
         #expect(helm.stdout.components(separatedBy: "---\n").count == 4)
         let wrong = try await Binary.run(["render", "--state", Fixtures.example, "--only", "firewall"])
@@ -55,7 +55,7 @@ struct RenderTests {
         let dir = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let files = RootedFileSystem(root: dir)
-        try files.write("/etc/nodeagent/secrets/postgres-password", Array("\(Self.secret)\n".utf8), mode: 0o600)
+        try files.write("/etc/nodeagent/secrets/grafana-admin-password", Array("\(Self.secret)\n".utf8), mode: 0o600)
         try files.write("/etc/nodeagent/secrets/git-token", Array("t0ken\n".utf8), mode: 0o600)
         try files.write("/etc/nodeagent/secrets/smtp-password", Array("smtp-pw\n".utf8), mode: 0o600)
         var platform = try DesiredStateLoader.load(path: Fixtures.example)
@@ -81,7 +81,7 @@ struct RenderTests {
     @Test func applyOnlyHelmAndArgoCDConvergesTheExample() async throws {
         let lab = try await ClusterLab()
         defer { lab.stop() }
-        try lab.writeSecret("/etc/nodeagent/secrets/postgres-password", "\(Self.secret)\n")
+        try lab.writeSecret("/etc/nodeagent/secrets/grafana-admin-password", "\(Self.secret)\n")
         let stop = Atomic<Bool>(false)
         let controller = lab.controller, server = lab.server
         let cluster = Task.detached {
@@ -106,10 +106,10 @@ struct RenderTests {
         stop.store(true, ordering: .relaxed)
         await cluster.value
         #expect(r.exitCode == 0, "\(r.stdout)\(r.stderr)")
-        #expect(r.stdout.contains("helm: Ready: Converged: argocd: argo-cd 7.7.11 installed and available; monitoring: kube-prometheus-stack 67.4.0 installed and available; postgresql: postgresql 16.3.0 installed and available (4 changes applied)"), "\(r.stdout)")
+        #expect(r.stdout.contains("helm: Ready: Converged: argocd: argo-cd 7.7.11 installed and available; monitoring: kube-prometheus-stack 67.4.0 installed and available; cnpg: cloudnative-pg 0.29.0 installed and available; postgres: cluster 0.8.1 installed and available"), "\(r.stdout)")
         #expect(r.stdout.contains("argocd: Ready: Converged: root Application root: sync Synced, health Healthy (3 changes applied)"), "\(r.stdout)")
         #expect(!(r.stdout + r.stderr).contains(Self.secret))
-        for name in ["argocd", "monitoring", "postgresql"] { #expect(lab.chart(name) != nil) }
+        for name in ["argocd", "monitoring", "cnpg", "postgres"] { #expect(lab.chart(name) != nil) }
         // Run again: nothing to do, exit 0.
         let again = try await Binary.run(["plan", "--state", Fixtures.example, "--only", "helm,argocd", "--kubeconfig", lab.kubeconfig, "--root", lab.root])
         #expect(again.exitCode == 0, "\(again.stdout)\(again.stderr)")

@@ -12,14 +12,18 @@ public struct PostgresBackups: Sendable {
     public let spec: PostgresBackup
     /// The namespace of `spec.release` (from `spec.helmReleases`).
     public let releaseNamespace: String?
+    /// A CloudNativePG `cluster` chart release: the name of its Cluster (and so of its
+    /// `NAME-rw` Service and `NAME-superuser` / `NAME-app` Secrets).
+    public let cnpgCluster: String?
     let host: Host
     let cluster: ClusterAccess?
     let log: @Sendable (String) -> Void
 
-    public init(spec: PostgresBackup, releaseNamespace: String?, host: Host, cluster: ClusterAccess?,
+    public init(spec: PostgresBackup, releaseNamespace: String?, cnpgCluster: String? = nil, host: Host, cluster: ClusterAccess?,
                 log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.spec = spec
         self.releaseNamespace = releaseNamespace
+        self.cnpgCluster = cnpgCluster
         self.host = host
         self.cluster = cluster
         self.log = log
@@ -27,8 +31,20 @@ public struct PostgresBackups: Sendable {
 
     public init?(platform: Platform, host: Host, cluster: ClusterAccess?, log: @escaping @Sendable (String) -> Void = { _ in }) {
         guard let spec = platform.spec.backups?.postgres else { return nil }
-        let namespace = spec.release.flatMap { r in platform.spec.helmReleases?.first { $0.name == r }?.namespace.value }
-        self.init(spec: spec, releaseNamespace: namespace, host: host, cluster: cluster, log: log)
+        let release = spec.release.flatMap { r in platform.spec.helmReleases?.first { $0.name == r } }
+        self.init(spec: spec, releaseNamespace: release?.namespace.value, cnpgCluster: release.flatMap(Self.cnpgClusterName),
+                  host: host, cluster: cluster, log: log)
+    }
+
+    /// The Cluster a CloudNativePG `cluster` chart release makes (cloudnative-pg/charts,
+    /// charts/cluster/templates/_helpers.tpl `cluster.fullname` at cluster-v0.8.1):
+    /// `fullnameOverride`, else the release name when it contains the chart's name ("cluster",
+    /// or `nameOverride`), else `RELEASE-cluster`. nil for any other chart.
+    static func cnpgClusterName(_ release: HelmRelease) -> String? {
+        guard release.chart == "cluster", release.repo?.value.contains("cloudnative-pg") == true else { return nil }
+        if let full = release.values["fullnameOverride"]?.string, !full.isEmpty { return full }
+        let chartName = release.values["nameOverride"]?.string ?? "cluster"
+        return release.name.value.contains(chartName) ? release.name.value : "\(release.name.value)-\(chartName)"
     }
 
     public var store: BackupStore { BackupStore(directory: spec.directory.value, files: host.files) }
@@ -53,6 +69,7 @@ public struct PostgresBackups: Sendable {
         guard let release = spec.release?.value, let namespace = releaseNamespace, let cluster else {
             throw ReconcileError(.failed, reason: "NoDatabase", "backups.postgres.release names no declared Helm release")
         }
+        if let cnpg = cnpgCluster { return try await cnpgTarget(cnpg, release: release, namespace: namespace, cluster: cluster) }
         do {
             let api = try cluster.api()
             let selector = "app.kubernetes.io/instance=\(release)"
@@ -72,6 +89,40 @@ public struct PostgresBackups: Sendable {
             let name = service["metadata"]?["name"]?.string ?? "?"
             return PostgresTarget(host: ip, port: port, user: "postgres", password: String(decoding: password, as: UTF8.self), sslmode: "prefer",
                                   origin: "release \(release) (Service \(namespace)/\(name) \(ip):\(port))")
+        } catch {
+            throw ReconcileError.kube(error, doing: "finding the database of release \(release)")
+        }
+    }
+
+    /// A CloudNativePG cluster: its read-write Service `NAME-rw` (port 5432), and the
+    /// superuser's Secret `NAME-superuser` (keys `username`, `password`; made when
+    /// `enableSuperuserAccess` is true), else the owner's `NAME-app` (cloudnative-pg
+    /// `pkg/specs/secrets.go`, `docs/src/applications.md`).
+    func cnpgTarget(_ name: String, release: String, namespace: String, cluster: ClusterAccess) async throws -> PostgresTarget {
+        do {
+            let api = try cluster.api()
+            guard let service = try await api.getIfPresent(ResourceRef(plural: "services", namespace: namespace, name: "\(name)-rw")),
+                  let ip = service["spec"]?["clusterIP"]?.string, ip != "None" else {
+                throw ReconcileError(.waiting, reason: "NoDatabase", "no Service \(namespace)/\(name)-rw of the CloudNativePG cluster \(name) (yet)")
+            }
+            let port = service["spec"]?["ports"]?.array?.first?["port"]?.int ?? 5432
+            var credentials: (user: String, password: String, secret: String)?
+            for secret in ["\(name)-superuser", "\(name)-app"] where credentials == nil {
+                guard let object = try await api.getIfPresent(ResourceRef(plural: "secrets", namespace: namespace, name: secret)) else { continue }
+                let data = KubeViews.secretData(object)
+                if let user = data["username"], let password = data["password"] {
+                    credentials = (String(decoding: user, as: UTF8.self), String(decoding: password, as: UTF8.self), secret)
+                }
+            }
+            guard let credentials else {
+                throw ReconcileError(.waiting, reason: "NoDatabase",
+                                     "neither \(namespace)/\(name)-superuser nor \(name)-app holds a username and password (yet)")
+            }
+            if credentials.secret.hasSuffix("-app") {
+                log("backups: \(name)-superuser does not exist (enableSuperuserAccess is off): using the application owner from \(credentials.secret)")
+            }
+            return PostgresTarget(host: ip, port: port, user: credentials.user, password: credentials.password, sslmode: "prefer",
+                                  origin: "release \(release) (CloudNativePG cluster \(name), Service \(namespace)/\(name)-rw \(ip):\(port), Secret \(credentials.secret))")
         } catch {
             throw ReconcileError.kube(error, doing: "finding the database of release \(release)")
         }

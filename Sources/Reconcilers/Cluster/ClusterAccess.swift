@@ -12,8 +12,12 @@ public final class ClusterAccess: Sendable {
     let timeout: Duration
     private let cached: Mutex<(bytes: [UInt8], api: KubeAPI)?> = Mutex(nil)
 
+    /// Where the API server's warnings go (the pass's log).
+    let log: @Sendable (String) -> Void
+
     public init(kubeconfigPath: String = "/etc/rancher/k3s/k3s.yaml", files: any FileSystem,
-                retry: RetryPolicy = RetryPolicy(attempts: 3), timeout: Duration = .seconds(30)) {
+                retry: RetryPolicy = RetryPolicy(attempts: 3), timeout: Duration = .seconds(30), log: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.log = log
         self.kubeconfigPath = kubeconfigPath
         self.files = files
         self.retry = retry
@@ -40,7 +44,7 @@ public final class ClusterAccess: Sendable {
         } catch {
             throw ReconcileError(.failed, reason: "KubeconfigInvalid", error.diagnostics.map(\.description).joined(separator: "; "))
         }
-        let api = KubeAPI(config: config, retry: retry, timeout: timeout)
+        let api = KubeAPI(config: config, retry: retry, timeout: timeout, warnings: log)
         cached.withLock { $0 = (bytes, api) }
         return api
     }
@@ -52,6 +56,13 @@ extension ReconcileError {
     static func kube(_ error: any Error, doing what: String) -> ReconcileError {
         if let error = error as? ReconcileError { return error }
         if let status = error as? KubeStatusError {
+            // fieldValidation=Strict: the server's schema lacks a field nodeagent sent. Name it,
+            // and what to do, rather than let it be dropped.
+            if status.code == 400, status.message.contains("field not declared in schema") || status.message.contains("unknown field") {
+                return ReconcileError(.failed, reason: "FieldNotServed",
+                                      "\(what): the API server does not know a field nodeagent sent (\(status.message)); the CRD it serves is older "
+                                      + "than the desired state needs: upgrade K3s (spec.k3s.version) or remove the field from platform.yaml")
+            }
             let waiting = status.code == 429 || status.code >= 500
             return ReconcileError(waiting ? .waiting : .failed, reason: status.reason.isEmpty ? "APIError" : status.reason,
                                   "\(what): \(status)")

@@ -88,7 +88,10 @@ public enum ClusterRender {
         }
         spec.append(.init("version", .string(release.version)))
         spec.append(.init("targetNamespace", .string(release.namespace.value)))
-        spec.append(.init("createNamespace", .bool(release.createNamespace)))
+        // helm-controller's Go struct has `omitempty` on every field: its typed Update, when it
+        // claims the chart, drops `createNamespace: false`. Sent, it would read back as drift on
+        // every pass; absent means false to helm-controller anyway.
+        if release.createNamespace { spec.append(.init("createNamespace", .bool(true))) }
         if release.values.members?.isEmpty == false { spec.append(.init("valuesContent", .string(release.values.yamlText))) }
         if !release.valuesSecrets.isEmpty {
             spec.append(.init("valuesSecrets", .array([.object(["name": .string(valuesSecretName(release)),

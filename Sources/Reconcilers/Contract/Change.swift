@@ -44,6 +44,12 @@ public struct Change: Sendable, Equatable, CustomStringConvertible {
         self.operation = operation
     }
 
+    /// A step shown but not taken yet: it waits for something to become Ready first.
+    public var isHeld: Bool {
+        if case .custom(let key) = operation { return key.hasPrefix("wait ") }
+        return false
+    }
+
     public var description: String {
         var line = "\(action.symbol) \(subject)"
         if let detail { line += " \(detail)" }

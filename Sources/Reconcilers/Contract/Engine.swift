@@ -27,14 +27,24 @@ public struct AnyReconciler: Sendable {
                 try await reconciler.apply(changes, desired: desired)
                 condition = try await reconciler.verify(desired)
             }
-            // Asked to wait: look again while the cluster works (a Job, a rollout), up to `settle`.
+            // Asked to wait: look again while the cluster works (a Job, a rollout), up to `settle`;
+            // changes held back until something became Ready (a Helm release's dependsOn) are
+            // applied once they no longer wait.
             let clock = ContinuousClock()
             let deadline = clock.now + settle
+            var applied = changes.filter { !$0.isHeld }
             while apply, condition.status == .progressing, clock.now < deadline {
                 try await Task.sleep(for: min(.seconds(2), deadline - clock.now))
+                if changes.contains(where: \.isHeld) {
+                    let again = try reconciler.plan(desired, try await reconciler.observe(desired))
+                    if again.contains(where: { !$0.isHeld }) {
+                        try await reconciler.apply(again, desired: desired)
+                        applied += again.filter { !$0.isHeld }
+                    }
+                }
                 condition = try await reconciler.verify(desired)
             }
-            return (changes, condition)
+            return (settle > .zero ? applied + changes.filter { $0.isHeld && !applied.map(\.subject).contains($0.subject) } : changes, condition)
         }
     }
 }

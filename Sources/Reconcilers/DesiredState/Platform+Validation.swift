@@ -12,6 +12,19 @@ extension Platform {
         if let status = self.spec.status { validateStatus(status, at: spec + "status", context) }
         validateSecretFiles(context)
         validateChartRepositories(at: spec, context)
+        validateBundledFields(at: spec, context)
+    }
+
+    /// Fields of the HelmChart API that the pinned K3s's helm-controller does not serve: its
+    /// CRD would prune them (the password would never reach the chart).
+    private func validateBundledFields(at spec: FieldPath, _ context: DecodeContext) {
+        guard let k3s = self.spec.k3s, BundledHelmController.servesValuesSecrets(k3s.version) == false else { return }
+        for (i, release) in (self.spec.helmReleases ?? []).enumerated() where !release.valuesSecrets.isEmpty {
+            let bundled = BundledHelmController.version(for: k3s.version).map { " bundles helm-controller \($0), which" } ?? "'s helm-controller"
+            let first = BundledHelmController.firstReleaseWithValuesSecrets(like: k3s.version).map { "; the first \(k3s.version.major).\(k3s.version.minor) release with it is \($0)" } ?? ""
+            context.fail(.invalidValue, "valuesSecrets needs HelmChart spec.valuesSecrets (helm-controller v0.16.7 or later): K3s \(k3s.version)\(bundled) "
+                         + "does not have it, and the API server would drop it\(first); raise spec.k3s.version", path: (spec + "helmReleases").appending(index: i) + "valuesSecrets")
+        }
     }
 
     /// Files that belong to other systems' credentials: naming one as a secret file would copy
@@ -160,6 +173,7 @@ extension Platform {
                                   field: "key", noun: "values key", context)
         }
         let names = releases.map(\.name.value)
+        validateDependencies(releases, at: spec + "helmReleases", context)
         func requireRelease(_ name: DNSLabel, at path: FieldPath, for what: String) {
             guard !names.contains(name.value) else { return }
             let guess = Suggestion.closest(to: name.value, in: names).map { " (did you mean \"\($0)\"?)" } ?? ""
@@ -176,6 +190,50 @@ extension Platform {
                 requireRelease(release, at: spec + "backups" + "postgres" + "release", for: "backups.postgres")
             }
             Self.reportDuplicates(pg.databases.map(\.value), at: spec + "backups" + "postgres" + "databases", noun: "database", context)
+        }
+    }
+
+    /// `dependsOn`: declared names, not the release itself, no cycle (each reported once, at
+    /// the entry that closes it).
+    private func validateDependencies(_ releases: [HelmRelease], at list: FieldPath, _ context: DecodeContext) {
+        let names = releases.map(\.name.value)
+        var ok = true
+        for (i, release) in releases.enumerated() {
+            for (j, dep) in release.dependsOn.enumerated() {
+                let at = (list.appending(index: i) + "dependsOn").appending(index: j)
+                if dep == release.name {
+                    context.fail(.invalidValue, "release \(release.name) cannot depend on itself", path: at)
+                    ok = false
+                } else if !names.contains(dep.value) {
+                    let guess = Suggestion.closest(to: dep.value, in: names).map { " (did you mean \"\($0)\"?)" } ?? ""
+                    context.fail(.invalidValue, "\"\(dep)\" is not a release in spec.helmReleases\(guess)", path: at)
+                    ok = false
+                }
+            }
+        }
+        guard ok else { return }
+        // Depth-first search; a back edge is a cycle.
+        var state = [Int](repeating: 0, count: releases.count)   // 0 new, 1 on the path, 2 done
+        var path: [Int] = []
+        func visit(_ i: Int) -> Bool {
+            state[i] = 1
+            path.append(i)
+            for (j, dep) in releases[i].dependsOn.enumerated() {
+                guard let k = names.firstIndex(of: dep.value) else { continue }
+                if state[k] == 1 {
+                    let cycle = (path[path.firstIndex(of: k)!...].map { names[$0] } + [names[k]]).joined(separator: " → ")
+                    context.fail(.conflict, "dependsOn makes a cycle: \(cycle)", path: (list.appending(index: i) + "dependsOn").appending(index: j))
+                    return false
+                }
+                if state[k] == 0, !visit(k) { return false }
+            }
+            state[i] = 2
+            path.removeLast()
+            return true
+        }
+        for i in releases.indices where state[i] == 0 {
+            path = []
+            if !visit(i) { return }
         }
     }
 

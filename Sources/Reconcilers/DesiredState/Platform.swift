@@ -357,10 +357,13 @@ public struct HelmRelease: Sendable, Equatable, YAMLDecodable {
     public var createNamespace: Bool
     public var values: JSONValue
     public var valuesSecrets: [ValueFromFile]
+    /// Releases that must be Ready before this one is applied (an operator before the chart
+    /// that uses its CRDs).
+    public var dependsOn: [DNSLabel]
 
     public init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
         let r = try MappingReader(node, path: path, context: context,
-                                  keys: ["name", "chart", "repo", "version", "namespace", "createNamespace", "values", "valuesSecrets"])
+                                  keys: ["name", "chart", "repo", "version", "namespace", "createNamespace", "values", "valuesSecrets", "dependsOn"])
         name = try r.required("name")
         chart = try r.required("chart")
         repo = try r.optional("repo")
@@ -368,6 +371,7 @@ public struct HelmRelease: Sendable, Equatable, YAMLDecodable {
         namespace = try r.required("namespace")
         createNamespace = try r.optional("createNamespace") ?? true
         valuesSecrets = try r.optional("valuesSecrets") ?? []
+        dependsOn = try r.optional("dependsOn") ?? []
         values = .object([])
         if let v = r.node("values") {
             guard v.mapping != nil else {

@@ -39,6 +39,7 @@ public struct HelmReconciler: Reconciler {
 
     public func observe(_ desired: Desired) async throws -> Observed {
         let api = try cluster.api()
+        try await requireServedFields(desired, api: api)
         let (objects, observed) = try await objects(desired, api: api)
         return Observed(objects: objects, cluster: observed, health: try await health(desired, api: api))
     }
@@ -59,8 +60,64 @@ public struct HelmReconciler: Reconciler {
         return (objects, observed)
     }
 
+    /// What the node's HelmChart CRD really has, whatever K3s version the desired state names
+    /// (a node installed some other way, a release the version table does not list): a field
+    /// it lacks would be dropped, so nothing is applied and the reason says what to do.
+    func requireServedFields(_ desired: Desired, api: KubeAPI) async throws {
+        guard let release = desired.releases.first(where: { !$0.valuesSecrets.isEmpty }) else { return }
+        let crd: JSONValue?
+        do {
+            crd = try await api.getIfPresent(ResourceRef(group: "apiextensions.k8s.io", version: "v1", plural: "customresourcedefinitions",
+                                                         name: "helmcharts.helm.cattle.io"))
+        } catch {
+            throw ReconcileError.kube(error, doing: "reading the HelmChart CRD")
+        }
+        // Without the CRD (or the right to read it) the Strict apply still refuses the field.
+        guard let crd, let version = crd["spec"]?["versions"]?.array?.first(where: { $0["name"]?.string == "v1" }),
+              let spec = version["schema"]?["openAPIV3Schema"]?["properties"]?["spec"] else { return }
+        if spec["properties"]?["valuesSecrets"] == nil, spec["x-kubernetes-preserve-unknown-fields"] != .bool(true) {
+            let server = (try? await api.serverVersion()) ?? "this node's K3s"
+            throw ReconcileError(.failed, reason: "FieldNotServed",
+                                 "helmReleases \(release.name) uses valuesSecrets, but the HelmChart CRD served by \(server) has no spec.valuesSecrets "
+                                 + "(helm-controller v0.16.7 or later has it): upgrade K3s, or move the value out of valuesSecrets; nothing was applied")
+        }
+    }
+
     public func plan(_ desired: Desired, _ observed: Observed) throws -> [Change] {
-        ObjectSync.plan(observed.objects, observed.cluster)
+        let blocked = Self.blocked(desired, health: observed.health)
+        var changes: [Change] = []
+        for change in ObjectSync.plan(observed.objects, observed.cluster) {
+            guard let release = Self.release(of: change.subject), let waits = blocked[release] else {
+                changes.append(change)
+                continue
+            }
+            // Held back: shown, never applied, until what it depends on is Ready.
+            changes.append(Change(.run, change.subject, detail: "waits for dependsOn: \(waits)", operation: .custom("wait \(change.subject)")))
+        }
+        return changes
+    }
+
+    /// Releases whose `dependsOn` are not all Ready, with what they wait for.
+    static func blocked(_ desired: Desired, health: [ReleaseHealth]) -> [String: String] {
+        var status: [String: ReleaseHealth] = [:]
+        for (release, h) in zip(desired.releases, health) { status[release.name.value] = h }
+        var out: [String: String] = [:]
+        for release in desired.releases {
+            let waiting = release.dependsOn.filter { status[$0.value]?.status != .ready }
+            if !waiting.isEmpty {
+                out[release.name.value] = waiting.map { "\($0) (\(status[$0.value]?.reason ?? "unknown"))" }.joined(separator: ", ")
+            }
+        }
+        return out
+    }
+
+    /// The release a change is about: `helmchart kube-system/NAME`, `secret kube-system/nodeagent-values-NAME`.
+    static func release(of subject: String) -> String? {
+        guard let slash = subject.lastIndex(of: "/") else { return nil }
+        let name = String(subject[subject.index(after: slash)...])
+        if subject.hasPrefix("helmchart ") { return name }
+        if subject.hasPrefix("secret "), name.hasPrefix("nodeagent-values-") { return String(name.dropFirst("nodeagent-values-".count)) }
+        return nil
     }
 
     public func apply(_ changes: [Change], desired: Desired) async throws {
@@ -81,6 +138,13 @@ public struct HelmReconciler: Reconciler {
         var out: [ReleaseHealth] = []
         do {
             for release in desired.releases { out.append(try await ReleaseHealth.check(release, api: api)) }
+            // A release held back by dependsOn says what it waits for.
+            for (i, waits) in Self.blocked(desired, health: out).compactMap({ name, waits in
+                desired.releases.firstIndex { $0.name.value == name }.map { ($0, waits) }
+            }) where out[i].reason == "NotApplied" {
+                out[i] = ReleaseHealth(status: .progressing, reason: "WaitingForDependencies",
+                                       message: "\(desired.releases[i].name): waits for dependsOn: \(waits)")
+            }
         } catch {
             throw ReconcileError.kube(error, doing: "checking the releases' health")
         }

@@ -42,6 +42,12 @@ public struct ReleaseHealth: Sendable, Equatable {
         }
         switch KubeViews.jobState(job) {
         case .running:
+            // helm-controller's Job has restartPolicy OnFailure and backoffLimit 1000: a failing
+            // `helm install` restarts in its pod for days and the Job never fails. The pod says so.
+            if let crash = try await crashLoop(jobName, api: api) {
+                return ReleaseHealth(status: .failed, reason: "InstallCrashLooping",
+                                     message: "\(name): the install keeps failing: \(crash)" + (try await logTail(jobName, api: api)))
+            }
             let failures = job["status"]?["failed"]?.int ?? 0
             let note = failures > 0 ? " (\(failures) failed attempt\(failures == 1 ? "" : "s") so far)" + (try await logTail(jobName, api: api)) : ""
             return ReleaseHealth(status: .progressing, reason: "Installing", message: "\(name): Job \(jobName) is running\(note)")
@@ -59,6 +65,28 @@ public struct ReleaseHealth: Sendable, Equatable {
                                  message: "\(name): installed \(release.version); waiting for \(waiting.joined(separator: ", "))")
         }
         return ReleaseHealth(status: .ready, reason: "Installed", message: "\(name): \(release.chart) \(release.version) installed and available")
+    }
+
+    /// Waiting reasons of a container that will not get better by waiting.
+    static let stuckReasons: Set<String> = ["CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
+                                            "CreateContainerError", "InvalidImageName", "RunContainerError"]
+
+    /// How the Job's pod is failing, when it is: `pod P: container helm CrashLoopBackOff after 3
+    /// restarts (last exit 1: Error)`; nil while it is starting or running normally.
+    static func crashLoop(_ job: String, api: KubeAPI) async throws -> String? {
+        let pods = (try? await api.list(ResourceRef(plural: "pods", namespace: ClusterRender.helmNamespace),
+                                        labelSelector: "\(jobNameLabel)=\(job)")) ?? []
+        for pod in pods {
+            for c in pod["status"]?["containerStatuses"]?.array ?? [] {
+                guard let reason = c["state"]?["waiting"]?["reason"]?.string, stuckReasons.contains(reason) else { continue }
+                let restarts = c["restartCount"]?.int ?? 0
+                let last = c["lastState"]?["terminated"]
+                let exit = last.map { t in " (last exit \(t["exitCode"]?.int.map(String.init) ?? "?")\(t["reason"]?.string.map { ": \($0)" } ?? ""))" } ?? ""
+                let message = reason == "CrashLoopBackOff" ? "" : (c["state"]?["waiting"]?["message"]?.string.map { ": \($0.prefix(200))" } ?? "")
+                return "pod \(pod["metadata"]?["name"]?.string ?? "?"): container \(c["name"]?.string ?? "?") \(reason)\(message) after \(restarts) restart\(restarts == 1 ? "" : "s")\(exit)"
+            }
+        }
+        return nil
     }
 
     static func condition(_ object: JSONValue, _ type: String) -> JSONValue? {
