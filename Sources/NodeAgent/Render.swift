@@ -32,7 +32,7 @@ struct Render: AsyncParsableCommand {
         let platform = try StateOptions.load(state: state)
         var objects: [KubeObject] = []
         let wanted = selection()
-        if wanted?.contains("helm") ?? true { objects += try ClusterRender.helm(platform.spec.helmReleases ?? [], secrets: .redacted) }
+        if wanted?.contains("helm") ?? true { objects += try ClusterRender.helm(platform.effectiveHelmReleases ?? [], secrets: .redacted) }
         if wanted?.contains("alerting") ?? true { objects += try ClusterRender.alerting(platform, secrets: .redacted) }
         if wanted?.contains("argocd") ?? true { objects += try ClusterRender.argocd(platform.spec.argocd, secrets: .redacted) }
         var out = "# nodeagent render: the Kubernetes objects for \(platform.name) (\(objects.count) object\(objects.count == 1 ? "" : "s"))\n"

@@ -55,14 +55,18 @@ enum K3sStandIn {
             exit(0)
         }
         stop.resume()
-        server.register(KubeTestServer.helmChart)
+        // The HelmChart CRDs of the helm-controller this K3s release bundles, pruning included.
+        let helmController: HelmControllerVersion = (try? K3sVersion(parsing: release.version))
+            .flatMap(BundledHelmController.servesValuesSecrets) == true ? .v0_17_1 : .v0_16_5
+        server.serveHelmCRDs(helmController)
+        server.gitVersion = release.version
         try writeKubeconfig(server)
         let node = nodeName()
         print("stand-in k3s \(release.version) (\(release.mode)): serving on :6443 as node \(node)")
         fflush(nil)
         // K3s's unit is Type=notify: like K3s, say READY=1 once the API serves.
         notifySystemd("READY=1")
-        let controller = FakeHelmController(server: server)
+        let controller = FakeHelmController(server: server, version: helmController)
         let nodes = KubeTestServer.builtIn.first { $0.plural == "nodes" }!
         let leases = KubeTestServer.builtIn.first { $0.plural == "leases" }!
         var argoInstalled = false

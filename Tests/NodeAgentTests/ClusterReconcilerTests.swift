@@ -509,3 +509,38 @@ struct K3sFidelityTests {
         }
     }
 }
+
+@Suite struct ArgoKnownHostsTests {
+    static let key = "AAAAC3NzaC1lZDI1NTE5AAAAIJyusluo6f+skZyxlCrGC9pbW+J0mbl297SaO3yWJ6Fk"
+
+    func load(_ appOfApps: String) throws -> Platform {
+        try platform(releases: "    - {name: argocd, chart: argo-cd, repo: https://argoproj.github.io/argo-helm, version: 7.7.11, namespace: argocd, values: {configs: {params: {x: y}}}}\n",
+                     argocd: "  argocd:\n    release: argocd\n    appOfApps: \(appOfApps)\n")
+    }
+
+    @Test func anSSHRepositoryOnAnUnknownHostNeedsItsKeys() throws {
+        do {
+            _ = try load("{repoURL: \"git@git.example.com:ops/apps.git\", path: apps, sshPrivateKeyFile: /etc/nodeagent/secrets/argo-key}")
+            Issue.record("accepted an unknown SSH host without keys")
+        } catch let error as DiagnosticsError {
+            let d = try #require(error.diagnostics.first)
+            #expect(d.path.description == "spec.argocd.appOfApps.repoURL" && d.message.contains("ssh-keyscan git.example.com"), "\(d)")
+        }
+        // GitHub's key ships with the chart: no knownHosts needed.
+        _ = try load("{repoURL: \"git@github.com:ops/apps.git\", path: apps, sshPrivateKeyFile: /etc/nodeagent/secrets/argo-key}")
+        // A port other than 22 is named as known_hosts names it.
+        #expect(throws: DiagnosticsError.self) {
+            try load("{repoURL: \"ssh://git@git.example.com:2222/ops/apps.git\", path: apps, knownHosts: [\"git.example.com ssh-ed25519 \(Self.key)\"]}")
+        }
+        _ = try load("{repoURL: \"ssh://git@git.example.com:2222/ops/apps.git\", path: apps, knownHosts: [\"[git.example.com]:2222 ssh-ed25519 \(Self.key)\"]}")
+        #expect(throws: DiagnosticsError.self) { try load("{repoURL: \"git@git.example.com:a.git\", path: a, knownHosts: [\"not a key line\"]}") }
+    }
+
+    @Test func knownHostsReachArgoCDThroughTheChartsValues() throws {
+        let p = try load("{repoURL: \"git@git.example.com:ops/apps.git\", path: apps, knownHosts: [\"git.example.com ssh-ed25519 \(Self.key)\"]}")
+        let chart = try #require(try ClusterRender.all(p, secrets: .redacted).first { $0.ref.plural == "helmcharts" && $0.ref.name == "argocd" })
+        let values = try YAMLParser().parseDocument(Array((chart.body["spec"]?["valuesContent"]?.string ?? "").utf8), file: "values")
+        #expect(JSONValue(values)["configs"]?["ssh"]?["extraHosts"]?.string == "git.example.com ssh-ed25519 \(Self.key)\n")
+        #expect(JSONValue(values)["configs"]?["params"]?["x"]?.string == "y", "the release's own values stay")
+    }
+}

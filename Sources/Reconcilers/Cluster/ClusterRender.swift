@@ -55,7 +55,7 @@ public enum ClusterRender {
 
     /// Every object, in the order the reconcilers apply them.
     public static func all(_ platform: Platform, secrets: SecretSource) throws -> [KubeObject] {
-        try helm(platform.spec.helmReleases ?? [], secrets: secrets) + alerting(platform, secrets: secrets)
+        try helm(platform.effectiveHelmReleases ?? [], secrets: secrets) + alerting(platform, secrets: secrets)
             + argocd(platform.spec.argocd, secrets: secrets)
     }
 

@@ -1,4 +1,5 @@
 public import YAML
+import Foundation
 
 /// The desired state of one node: the typed form of `platform.yaml`.
 ///
@@ -413,11 +414,15 @@ public struct ArgoCDSpec: Sendable, Equatable, YAMLDecodable {
         public var sshPrivateKeyFile: AbsolutePath?
         /// The Argo CD `AppProject` the root Application and its children are confined to.
         public var project: Project
+        /// SSH host keys (`known_hosts` lines: `HOST KEYTYPE KEY`) Argo CD trusts besides the
+        /// ones its chart ships (GitHub, GitLab, Bitbucket, Azure DevOps): a self-hosted Git
+        /// server's. Public keys, not secrets: they belong in Git, where they are reviewed.
+        public var knownHosts: [String]
 
         public init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
             let r = try MappingReader(node, path: path, context: context,
                                       keys: ["name", "repoURL", "path", "targetRevision", "destinationNamespace",
-                                             "username", "passwordFile", "sshPrivateKeyFile", "project"])
+                                             "username", "passwordFile", "sshPrivateKeyFile", "project", "knownHosts"])
             name = try r.optional("name") ?? (try! DNSLabel(parsing: "root"))
             repoURL = try r.required("repoURL")
             self.path = try r.required("path")
@@ -427,7 +432,24 @@ public struct ArgoCDSpec: Sendable, Equatable, YAMLDecodable {
             passwordFile = try r.optional("passwordFile")
             sshPrivateKeyFile = try r.optional("sshPrivateKeyFile")
             project = try r.optional("project") ?? Project()
+            knownHosts = try r.optional("knownHosts") ?? []
             try r.finish()
+            for (i, line) in knownHosts.enumerated() {
+                let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+                let keyTypes = ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                                "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com"]
+                guard fields.count == 3, keyTypes.contains(String(fields[1])), Data(base64Encoded: String(fields[2])).map({ $0.count > 16 }) == true else {
+                    let at = (path + "knownHosts").appending(index: i)
+                    throw context.fail(.invalidValue, "\"\(line.prefix(60))\" is not a known_hosts line: HOST KEYTYPE BASE64KEY, as `ssh-keyscan HOST` prints it",
+                                       at: context.mark(for: at), path: at)
+                }
+            }
+            if let host = Self.sshHost(repoURL), !Self.chartKnownHosts.contains(host),
+               !knownHosts.contains(where: { line in Self.hostsOf(line).contains(host) }) {
+                throw context.fail(.invalidValue, "\(repoURL) is an SSH repository on \(host), whose host key Argo CD does not know (its chart ships only "
+                                   + "GitHub's, GitLab's, Bitbucket's and Azure DevOps' keys): add its keys under knownHosts (ssh-keyscan \(host))",
+                                   at: r.node("repoURL")!.mark, path: path + "repoURL")
+            }
             if passwordFile != nil, sshPrivateKeyFile != nil {
                 throw context.fail(.conflict, "set either passwordFile or sshPrivateKeyFile, not both", at: node.mark, path: path)
             }
@@ -650,5 +672,48 @@ public struct StatusSpec: Sendable, Equatable, YAMLDecodable {
             throw context.fail(.invalidValue, "listen must be an IP address and port (the WireGuard address, such as 10.8.0.1:9430)",
                                at: r.node("listen")!.mark, path: path + "listen")
         }
+    }
+}
+
+extension ArgoCDSpec.AppOfApps {
+    /// The hosts whose keys the argo-cd chart ships in `configs.ssh.knownHosts`
+    /// (argoproj/argo-helm, charts/argo-cd/values.yaml at argo-cd-7.7.11 and argo-cd-10.1.1).
+    static let chartKnownHosts: Set<String> = ["github.com", "ssh.github.com", "gitlab.com", "bitbucket.org", "ssh.dev.azure.com",
+                                               "vs-ssh.visualstudio.com"]
+
+    /// The host of an SSH repository URL (`git@host:path`, `ssh://user@host[:port]/path`),
+    /// as known_hosts names it (`[host]:port` for another port); nil for other URLs.
+    static func sshHost(_ url: RepoURL) -> String? {
+        let v = url.value
+        if v.hasPrefix("git@"), let colon = v.firstIndex(of: ":") { return String(v[v.index(v.startIndex, offsetBy: 4)..<colon]).lowercased() }
+        guard url.scheme == "ssh" else { return nil }
+        var authority = String(v.dropFirst("ssh://".count).prefix { $0 != "/" })
+        if let at = authority.lastIndex(of: "@") { authority = String(authority[authority.index(after: at)...]) }
+        if let colon = authority.lastIndex(of: ":"), !authority.hasPrefix("[") {
+            let port = authority[authority.index(after: colon)...]
+            let host = authority[..<colon].lowercased()
+            return port == "22" ? host : "[\(host)]:\(port)"
+        }
+        return authority.lowercased()
+    }
+
+    /// The host names of a known_hosts line (its first field, comma-separated).
+    static func hostsOf(_ line: String) -> [String] {
+        (line.split(separator: " ").first ?? "").split(separator: ",").map { $0.lowercased() }
+    }
+}
+
+extension Platform {
+    /// The Helm releases as nodeagent installs them: the Argo CD release also gets the
+    /// App-of-Apps' `knownHosts` as the argo-cd chart's `configs.ssh.extraHosts` (appended to the
+    /// chart's own `knownHosts` in `argocd-ssh-known-hosts-cm`), after any the values set.
+    public var effectiveHelmReleases: [HelmRelease]? {
+        guard var releases = spec.helmReleases else { return nil }
+        guard let argo = spec.argocd, let hosts = argo.appOfApps?.knownHosts, !hosts.isEmpty,
+              let i = releases.firstIndex(where: { $0.name == argo.release }) else { return releases }
+        let path = ["configs", "ssh", "extraHosts"]
+        let earlier = releases[i].values[path]?.string.map { $0.hasSuffix("\n") ? $0 : $0 + "\n" } ?? ""
+        releases[i].values[path] = .string(earlier + hosts.joined(separator: "\n") + "\n")
+        return releases
     }
 }

@@ -32,7 +32,7 @@ public struct HelmReconciler: Reconciler {
     }
 
     public func desired(from platform: Platform) -> Desired? {
-        platform.spec.helmReleases.map { Desired(releases: $0) }
+        platform.effectiveHelmReleases.map { Desired(releases: $0) }
     }
 
     static let collections = [ClusterRender.helmChartRef(), ResourceRef(plural: "secrets", namespace: ClusterRender.helmNamespace)]

@@ -1,0 +1,154 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import KubeClient
+import Reconcilers
+import YAML
+
+struct K3sCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "k3s",
+        abstract: "K3s release helpers.",
+        subcommands: [K3sPin.self]
+    )
+}
+
+/// `nodeagent k3s pin VERSION`: writes `spec.k3s.version` and the release's real `sha256` (the
+/// `k3s` line of its `sha256sum-amd64.txt`) into a platform.yaml, leaving the rest of the file,
+/// comments included, as it was.
+struct K3sPin: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pin",
+        abstract: "Pin a K3s release: write spec.k3s.version and its sha256 into platform.yaml.",
+        discussion: """
+            Reads DOWNLOAD-URL/VERSION/sha256sum-amd64.txt (the + of the version as %2B, as GitHub serves release assets) and takes \
+            the line for the amd64 binary `k3s`. The file must already have a spec.k3s section; nothing else in it changes.
+            """
+    )
+
+    @Argument(help: "The K3s release, such as v1.35.6+k3s1.")
+    var version: String
+
+    @Option(name: .long, help: ArgumentHelp("The platform.yaml to change.", valueName: "FILE"))
+    var file = "platform.yaml"
+
+    @Option(name: .long, help: ArgumentHelp("Where releases are published (a mirror); default: spec.k3s.downloadURL of the file.", valueName: "URL"))
+    var downloadURL: String?
+
+    func run() async throws {
+        let release: K3sVersion
+        do {
+            release = try K3sVersion(parsing: version)
+        } catch {
+            throw ValidationError(error.message)
+        }
+        let bytes: [UInt8]
+        let platform: Platform
+        do {
+            bytes = try FileReading.read(file)
+            platform = try DesiredStateLoader.load(bytes, file: file)
+        } catch {
+            for d in error.diagnostics { Terminal.error(d.description) }
+            throw ExitCode(1)
+        }
+        guard let k3s = platform.spec.k3s else {
+            Terminal.error("\(file): no spec.k3s section to pin; add one (version, sha256) first")
+            throw ExitCode(1)
+        }
+        let base = (downloadURL ?? k3s.downloadURL.value).trimmingTrailingSlash
+        let url = "\(base)/\(release.description.split(separator: "+", omittingEmptySubsequences: false).joined(separator: "%2B"))/sha256sum-amd64.txt"
+        let sums: String
+        do {
+            sums = try await Self.fetch(url)
+        } catch {
+            Terminal.error("cannot read \(url): \(error)")
+            throw ExitCode(1)
+        }
+        guard let sha = Self.binaryChecksum(in: sums) else {
+            Terminal.error("\(url) has no line for the k3s binary (\"<sha256>  k3s\")")
+            throw ExitCode(1)
+        }
+        let root = try YAMLParser().parseDocument(bytes, file: file)
+        guard let k3sNode = root["spec"]?["k3s"], let versionNode = k3sNode["version"], let shaNode = k3sNode["sha256"] else {
+            Terminal.error("\(file): spec.k3s needs version and sha256 fields to replace")
+            throw ExitCode(1)
+        }
+        var text = String(decoding: bytes, as: UTF8.self)
+        // The later field first, so the earlier one's position still holds.
+        for (node, value) in [(versionNode, release.description), (shaNode, "\"\(sha)\"")].sorted(by: { $0.0.mark > $1.0.mark }) {
+            guard let replaced = Self.replacingScalar(at: node.mark, in: text, with: value) else {
+                Terminal.error("\(file):\(node.mark): cannot find the value to replace")
+                throw ExitCode(1)
+            }
+            text = replaced
+        }
+        do {
+            _ = try DesiredStateLoader.load(Array(text.utf8), file: file)
+        } catch {
+            for d in error.diagnostics { Terminal.error(d.description) }
+            Terminal.error("\(file) was left unchanged")
+            throw ExitCode(1)
+        }
+        let files = RootedFileSystem(root: "/")
+        let path = file.hasPrefix("/") ? file : Self.currentDirectory() + "/" + file
+        try files.write(path, Array(text.utf8), mode: (try? files.mode(path)) ?? nil ?? 0o644)
+        print("\(file): spec.k3s pinned to \(release) (sha256 \(sha), from \(url))")
+    }
+
+    static func fetch(_ url: String) async throws -> String {
+        var template = Array("/tmp/nodeagent-pin-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw ValidationError("cannot create a temp file") }
+        let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        defer {
+            close(fd)
+            unlink(path)
+        }
+        _ = try await HTTPDownload.fetch(url, to: fd, maxSize: 1 << 20, onChunk: { _ in })
+        return String(decoding: try FileReading.read(path, maxSize: 1 << 20), as: UTF8.self)
+    }
+
+    /// The checksum on the line naming the amd64 binary, `k3s` (sha256sum's `HASH  NAME` or
+    /// `HASH *NAME`), as K3s's install.sh picks it.
+    static func binaryChecksum(in sums: String) -> String? {
+        for line in sums.split(whereSeparator: \.isNewline) {
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard fields.count == 2, fields[1] == "k3s" || fields[1] == "*k3s" else { continue }
+            let hash = String(fields[0]).lowercased()
+            if hash.count == 64, hash.allSatisfy(\.isHexDigit) { return hash }
+        }
+        return nil
+    }
+
+    /// The text with the scalar that starts at `mark` (plain, or quoted) replaced.
+    static func replacingScalar(at mark: Mark, in text: String, with value: String) -> String? {
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        guard mark.line >= 1, mark.line <= lines.count else { return nil }
+        let line = Array(lines[mark.line - 1])
+        let start = mark.column - 1
+        guard start >= 0, start < line.count else { return nil }
+        var end = start
+        if line[start] == "\"" || line[start] == "'" {
+            let quote = line[start]
+            end = start + 1
+            while end < line.count, line[end] != quote || (quote == "\"" && line[end - 1] == "\\") { end += 1 }
+            guard end < line.count else { return nil }
+            end += 1
+        } else {
+            while end < line.count, !",}]#".contains(line[end]) { end += 1 }
+            while end > start, line[end - 1] == " " { end -= 1 }
+        }
+        lines[mark.line - 1] = String(line[..<start]) + value + String(line[end...])
+        return lines.joined(separator: "\n")
+    }
+
+    static func currentDirectory() -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        return getcwd(&buffer, buffer.count) != nil ? String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "."
+    }
+}
+
+extension String {
+    fileprivate var trimmingTrailingSlash: String { hasSuffix("/") ? String(dropLast()) : self }
+}
