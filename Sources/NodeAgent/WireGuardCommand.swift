@@ -50,13 +50,14 @@ struct ClientConfig: AsyncParsableCommand {
         if let serverPublicKey {
             publicKey = serverPublicKey
         } else {
-            guard let key = try host.files.read(spec.privateKeyFile.value) else {
+            guard let key = try host.files.readSecret(spec.privateKeyFile.value, limit: 4096) else {
                 throw ValidationError("\(spec.privateKeyFile) does not exist: run this on the node after `nodeagent apply`, or pass --server-public-key")
             }
             publicKey = String(decoding: try await host.commands.check(Command("wg", ["pubkey"], input: key)).stdout.utf8, as: UTF8.self)
                 .split(separator: "\n").first.map(String.init) ?? ""
         }
-        let config = WireGuardConfig.client(spec, peer: entry, serverPublicKey: publicKey)
+        // With a cluster, its Services too: `curl http://CLUSTER-IP` from the laptop, no port-forward.
+        let config = WireGuardConfig.client(spec, peer: entry, serverPublicKey: publicKey, routes: platform.spec.k3s.map { [$0.serviceCIDR] } ?? [])
         print(config, terminator: "")
         if qr {
             let r = try await host.commands.run(Command("qrencode", ["-t", "ansiutf8"], input: Array(config.utf8)))

@@ -123,6 +123,10 @@ struct HostPlanTests {
         let text = WireGuardConfig.client(spec, peer: spec.peers[1], serverPublicKey: "SERVERPUB=")
         #expect(text.contains("PrivateKey = <PRIVATE KEY OF phone>\nAddress = 10.8.0.3/32\n"))
         #expect(text.contains("PublicKey = SERVERPUB=\nEndpoint = vps-1.example.com:51820\nAllowedIPs = 10.8.0.0/24\nPersistentKeepalive = 25\n"))
+        // With a cluster, the laptop routes its Services through the tunnel too (Grafana's,
+        // Argo CD's ClusterIP), next to the VPN subnet (PostgreSQL's LoadBalancer on 10.8.0.1).
+        let routed = WireGuardConfig.client(spec, peer: spec.peers[1], serverPublicKey: "SERVERPUB=", routes: [try #require(p.spec.k3s).serviceCIDR])
+        #expect(routed.contains("AllowedIPs = 10.8.0.0/24, 10.43.0.0/16\n"), "\(routed)")
         let server = WireGuardConfig.server(spec)
         #expect(server.contains("PostUp = wg set %i private-key /etc/nodeagent/secrets/wg0.key"))
         #expect(!server.contains("PrivateKey"))

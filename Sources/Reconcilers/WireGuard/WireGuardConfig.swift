@@ -42,7 +42,9 @@ public enum WireGuardConfig {
     /// private key, so that line is a placeholder to fill in.
     /// - Parameters:
     ///   - serverPublicKey: the node's public key.
-    public static func client(_ spec: WireGuardSpec, peer: WireGuardSpec.Peer, serverPublicKey: String) -> String {
+    ///   - routes: networks behind the node the laptop reaches through the tunnel too (the
+    ///     cluster's Service network, so Grafana's or Argo CD's ClusterIP answers).
+    public static func client(_ spec: WireGuardSpec, peer: WireGuardSpec.Peer, serverPublicKey: String, routes: [IPNetwork] = []) -> String {
         let endpointHost = spec.endpoint?.text ?? "VPS-PUBLIC-ADDRESS"
         let host = endpointHost.contains(":") ? "[\(endpointHost)]" : endpointHost
         let vpn = Platform.network(of: spec.address)
@@ -58,8 +60,11 @@ public enum WireGuardConfig {
             "# the node",
             "PublicKey = \(serverPublicKey)",
             "Endpoint = \(host):\(spec.listenPort)",
-            "AllowedIPs = \(vpn)",
         ]
+        if !routes.isEmpty {
+            lines.append("# The VPN subnet, and the cluster's Services (their ClusterIPs) behind the node.")
+        }
+        lines.append("AllowedIPs = \(([vpn] + routes.map(\.description)).joined(separator: ", "))")
         lines.append("PersistentKeepalive = \(peer.persistentKeepalive ?? 25)")
         if peer.presharedKeyFile != nil {
             lines.append("# PresharedKey = <the content of \(peer.presharedKeyFile!) on the node>")
