@@ -131,7 +131,9 @@ public final class KubeTestServer: @unchecked Sendable {
                                                   "TCP:127.0.0.1:\(tokened.port),nodelay"]))
         for port in [mtlsPort, tokenPort] {
             var up = false
-            for _ in 0..<100 where !up {
+            // Up to 15 s: socat starts in milliseconds, but a loaded 2-core machine running the
+            // whole suite has been seen to take over 3 s.
+            for _ in 0..<500 where !up {
                 up = TLSTestPeer.canConnect(port)
                 if !up { try await Task.sleep(for: .milliseconds(30)) }
             }

@@ -102,16 +102,24 @@ struct CommandRunnerTests {
     @Test func timeoutStopsTheWholeProcessGroup() async throws {
         let root = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let marker = root + "/survived"
+        let pidFile = root + "/grandchild.pid"
         do {
-            // The grandchild would create the marker after 2 s if it outlived the timeout.
-            _ = try await runner.run(Command("/bin/sh", ["-c", "(sleep 2; touch \(marker)) & sleep 30"], timeout: .milliseconds(300)))
+            // A grandchild in the background, its PID written down: it must not outlive the
+            // timeout. (Checked by its PID, not by waiting for it to act: a loaded machine
+            // can delay the timeout itself.)
+            _ = try await runner.run(Command("/bin/sh", ["-c", "sleep 60 & echo $! > \(pidFile); sleep 30"], timeout: .milliseconds(300)))
             Issue.record("no timeout")
         } catch {
             #expect(error.code == .timedOut)
         }
-        try await Task.sleep(for: .seconds(2.5))
-        #expect(!FileManager.default.fileExists(atPath: marker))
+        let pid = try #require(Int32((try? String(contentsOfFile: pidFile, encoding: .utf8))?.split(separator: "\n").first ?? ""))
+        // The group was killed; the grandchild, reparented, is gone once reaped.
+        var alive = true
+        for _ in 0..<500 where alive {
+            alive = kill(pid, 0) == 0 && !((try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ") Z ").contains(") Z ")
+            if alive { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(!alive, "the background grandchild \(pid) survived the timeout")
     }
 
     @Test func outputBeyondTheLimitIsAnErrorNotATruncation() async throws {
