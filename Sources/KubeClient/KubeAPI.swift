@@ -138,6 +138,13 @@ public final class KubeAPI: Sendable {
         self.warnings = warnings
     }
 
+    /// kube-apiserver's refusal of a server-side apply whose patch has a field the schema
+    /// does not declare: HTTP 500 with `failed to create typed patch object (…): .spec.x: field
+    /// not declared in schema` (structuredmerge.go; kubernetes/kubernetes#122480, #139253).
+    static func isSchemaRefusal(_ response: HTTPResponse) -> Bool {
+        response.status == 500 && String(decoding: response.body, as: UTF8.self).contains("field not declared in schema")
+    }
+
     /// The texts of a `Warning` header (RFC 7234: `299 - "text"`), one per warning.
     static func warningTexts(_ header: String) -> [String] {
         header.split(separator: "\n").map { line in
@@ -167,8 +174,9 @@ public final class KubeAPI: Sendable {
     }
 
     /// The last lines a pod's (first) container wrote, as `kubectl logs --tail` shows them.
-    public func log(namespace: String, pod: String, tailLines: Int = 20) async throws -> String {
-        let path = ResourceRef(plural: "pods", namespace: namespace, name: pod).path + "/log?tailLines=\(tailLines)"
+    /// - Parameter previous: the run before the container's last restart (`kubectl logs -p`).
+    public func log(namespace: String, pod: String, tailLines: Int = 20, previous: Bool = false) async throws -> String {
+        let path = ResourceRef(plural: "pods", namespace: namespace, name: pod).path + "/log?tailLines=\(tailLines)" + (previous ? "&previous=true" : "")
         let response = try await send(HTTPRequest("GET", path, headers: [("Accept", "text/plain")], timeout: timeout))
         guard (200..<300).contains(response.status) else { throw KubeStatusError(response) }
         return String(decoding: response.body, as: UTF8.self)
@@ -272,9 +280,10 @@ public final class KubeAPI: Sendable {
 
     /// Server-side apply (`PATCH`, `application/apply-patch+yaml`, `fieldManager=nodeagent`,
     /// `force=true`, `fieldValidation=Strict`); with `dryRun`, the server computes the result
-    /// without storing it. Strict: a field the server's schema does not have fails the request
-    /// (400 BadRequest, naming each field) instead of being dropped with only a warning, the
-    /// default (`Warn`), so nothing nodeagent sends is ever lost silently.
+    /// without storing it. A field the server's schema does not declare fails the request
+    /// (kube-apiserver refuses it in an apply whatever `fieldValidation` says, as HTTP 500;
+    /// Strict makes the same true of any other write), so nothing nodeagent sends is ever lost
+    /// silently.
     /// - Returns: the object as the server has (or would have) it.
     public func apply(_ object: JSONValue, to ref: ResourceRef, force: Bool = true, dryRun: Bool = false) async throws -> JSONValue {
         var query = "fieldManager=\(Self.fieldManager)&force=\(force)&fieldValidation=Strict"
@@ -356,7 +365,9 @@ public final class KubeAPI: Sendable {
             var wait = delay
             do {
                 let response = try await transport.send(request)
-                let retryable = response.status == 429 || (500...599).contains(response.status)
+                // A server-side apply of a field the schema lacks comes back as a 500 that no
+                // retry can fix (kubernetes/kubernetes#122480): not retried.
+                let retryable = response.status == 429 || ((500...599).contains(response.status) && !Self.isSchemaRefusal(response))
                 if !retryable || attempt >= retry.attempts { return response }
                 if let after = response.headers["retry-after"].flatMap(Int.init) { wait = .seconds(min(after, 30)) }
             } catch {

@@ -43,20 +43,21 @@ struct K3sPin: AsyncParsableCommand {
         } catch {
             throw ValidationError(error.message)
         }
+        // Parsed, not validated: pinning is how a file refused for its K3s version is fixed.
         let bytes: [UInt8]
-        let platform: Platform
+        let root: YAMLNode
         do {
             bytes = try FileReading.read(file)
-            platform = try DesiredStateLoader.load(bytes, file: file)
+            root = try YAMLParser().parseDocument(bytes, file: file)
         } catch {
             for d in error.diagnostics { Terminal.error(d.description) }
             throw ExitCode(1)
         }
-        guard let k3s = platform.spec.k3s else {
+        guard let k3sNode = root["spec"]?["k3s"], k3sNode.mapping != nil else {
             Terminal.error("\(file): no spec.k3s section to pin; add one (version, sha256) first")
             throw ExitCode(1)
         }
-        let base = (downloadURL ?? k3s.downloadURL.value).trimmingTrailingSlash
+        let base = (downloadURL ?? k3sNode["downloadURL"]?.scalar?.text ?? "https://github.com/k3s-io/k3s/releases/download").trimmingTrailingSlash
         let url = "\(base)/\(release.description.split(separator: "+", omittingEmptySubsequences: false).joined(separator: "%2B"))/sha256sum-amd64.txt"
         let sums: String
         do {
@@ -69,22 +70,21 @@ struct K3sPin: AsyncParsableCommand {
             Terminal.error("\(url) has no line for the k3s binary (\"<sha256>  k3s\")")
             throw ExitCode(1)
         }
-        let root = try YAMLParser().parseDocument(bytes, file: file)
-        guard let k3sNode = root["spec"]?["k3s"], let versionNode = k3sNode["version"], let shaNode = k3sNode["sha256"] else {
+        guard let versionNode = k3sNode["version"], let shaNode = k3sNode["sha256"] else {
             Terminal.error("\(file): spec.k3s needs version and sha256 fields to replace")
             throw ExitCode(1)
         }
-        var text = String(decoding: bytes, as: UTF8.self)
+        var text = bytes
         // The later field first, so the earlier one's position still holds.
         for (node, value) in [(versionNode, release.description), (shaNode, "\"\(sha)\"")].sorted(by: { $0.0.mark > $1.0.mark }) {
-            guard let replaced = Self.replacingScalar(at: node.mark, in: text, with: value) else {
+            guard let replaced = Self.replacingScalar(at: node.mark, in: text, with: Array(value.utf8)) else {
                 Terminal.error("\(file):\(node.mark): cannot find the value to replace")
                 throw ExitCode(1)
             }
             text = replaced
         }
         do {
-            _ = try DesiredStateLoader.load(Array(text.utf8), file: file)
+            _ = try DesiredStateLoader.load(text, file: file)
         } catch {
             for d in error.diagnostics { Terminal.error(d.description) }
             Terminal.error("\(file) was left unchanged")
@@ -92,7 +92,7 @@ struct K3sPin: AsyncParsableCommand {
         }
         let files = RootedFileSystem(root: "/")
         let path = file.hasPrefix("/") ? file : Self.currentDirectory() + "/" + file
-        try files.write(path, Array(text.utf8), mode: (try? files.mode(path)) ?? nil ?? 0o644)
+        try files.write(path, text, mode: (try? files.mode(path)) ?? nil ?? 0o644)
         print("\(file): spec.k3s pinned to \(release) (sha256 \(sha), from \(url))")
     }
 
@@ -121,26 +121,29 @@ struct K3sPin: AsyncParsableCommand {
         return nil
     }
 
-    /// The text with the scalar that starts at `mark` (plain, or quoted) replaced.
-    static func replacingScalar(at mark: Mark, in text: String, with value: String) -> String? {
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+    /// The file with the scalar that starts at `mark` (plain, or quoted) replaced; lines are
+    /// split on LF only, so a CRLF file keeps its line ends. (The marks count characters; the
+    /// fields replaced here are ASCII, as is everything before them on their line in any file
+    /// `validate` accepts.)
+    static func replacingScalar(at mark: Mark, in bytes: [UInt8], with value: [UInt8]) -> [UInt8]? {
+        var lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false).map(Array.init)
         guard mark.line >= 1, mark.line <= lines.count else { return nil }
-        let line = Array(lines[mark.line - 1])
+        let line = lines[mark.line - 1]
         let start = mark.column - 1
         guard start >= 0, start < line.count else { return nil }
         var end = start
-        if line[start] == "\"" || line[start] == "'" {
-            let quote = line[start]
+        let quote = line[start]
+        if quote == UInt8(ascii: "\"") || quote == UInt8(ascii: "'") {
             end = start + 1
-            while end < line.count, line[end] != quote || (quote == "\"" && line[end - 1] == "\\") { end += 1 }
+            while end < line.count, line[end] != quote || (quote == UInt8(ascii: "\"") && line[end - 1] == UInt8(ascii: "\\")) { end += 1 }
             guard end < line.count else { return nil }
             end += 1
         } else {
-            while end < line.count, !",}]#".contains(line[end]) { end += 1 }
-            while end > start, line[end - 1] == " " { end -= 1 }
+            while end < line.count, !Array(",}]#\r".utf8).contains(line[end]) { end += 1 }
+            while end > start, line[end - 1] == UInt8(ascii: " ") || line[end - 1] == UInt8(ascii: "\t") { end -= 1 }
         }
-        lines[mark.line - 1] = String(line[..<start]) + value + String(line[end...])
-        return lines.joined(separator: "\n")
+        lines[mark.line - 1] = Array(line[..<start]) + value + Array(line[end...])
+        return Array(lines.joined(separator: [0x0A]))
     }
 
     static func currentDirectory() -> String {

@@ -47,18 +47,25 @@ public struct FakeHelmController: Sendable {
 
     public func step(failing: Set<String> = [], available: Bool = true) {
         for var chart in server.objects(KubeTestServer.helmChart, namespace: "kube-system") {
-            guard let name = chart["metadata"]?["name"]?.string, let version = chart["spec"]?["version"]?.string else { continue }
-            // Claiming: a typed Update of the whole object.
+            guard let name = chart["metadata"]?["name"]?.string, let chartVersion = chart["spec"]?["version"]?.string else { continue }
+            // Claiming: a typed Update of the whole object. v0.17.1's CRD also defaults two
+            // fields on write (kube-apiserver applies `default:` from the schema).
             if chart[["metadata", "annotations", Self.managedBy]] == nil {
                 chart[["metadata", "annotations", Self.managedBy]] = .string("helm-controller")
                 chart[["spec"]] = Self.omittingZeroValues(chart["spec"] ?? .object([]))
+                if version == .v0_17_1 {
+                    if chart[["spec", "driver"]] == nil { chart[["spec", "driver"]] = .string("secret") }
+                    if chart[["spec", "failurePolicy"]] == nil { chart[["spec", "failurePolicy"]] = .string("reinstall") }
+                }
                 server.put(KubeTestServer.helmChart, namespace: "kube-system", chart)
             }
             let jobName = "helm-install-\(name)"
             let existing = server.object("jobs", namespace: "kube-system", name: jobName, groupVersion: "batch/v1")
             let values = (chart["spec"]?["valuesSecrets"]?.array ?? []).compactMap { $0["name"]?.string }
                 .map { server.object("secrets", namespace: "kube-system", name: $0)?["data"]?.jsonText ?? "" }
-            let hash = "SHA256=" + Digest.sha256Hex(Array(((chart["spec"]?.jsonText ?? "") + values.joined()).utf8)).uppercased()
+            // The Job renders from the typed spec (zero values and absent fields alike) and the
+            // values: the same spec in another spelling is the same Job.
+            let hash = "SHA256=" + Digest.sha256Hex(Array(((Self.omittingZeroValues(chart["spec"] ?? .object([])).jsonText) + values.joined()).utf8)).uppercased()
             let fails = failing.contains(name)
             let podName = "\(jobName)-x7k2p"
             if existing?[Self.hashKey]?.string == hash {
@@ -87,7 +94,7 @@ public struct FakeHelmController: Sendable {
                             "restartPolicy": .string("OnFailure"),
                             "containers": .array([.object([
                                 "name": .string("helm"), "args": .array([.string("install")]),
-                                "env": .array([.object(["name": .string("VERSION"), "value": .string(version)])]),
+                                "env": .array([.object(["name": .string("VERSION"), "value": .string(chartVersion)])]),
                             ])]),
                         ]),
                     ]),
@@ -117,8 +124,8 @@ public struct FakeHelmController: Sendable {
                 ]))
                 let repo = chart["spec"]?["repo"]?.string ?? ""
                 server.setLog(namespace: "kube-system", pod: podName, """
-                    + helm_v3 install --namespace \(chart["spec"]?["targetNamespace"]?.string ?? "default") --version \(version) \(name) \(chart["spec"]?["chart"]?.string ?? name) --repo \(repo)
-                    Error: INSTALLATION FAILED: chart "\(chart["spec"]?["chart"]?.string ?? name)" version "\(version)" not found in \(repo) repository
+                    + helm_v3 install --namespace \(chart["spec"]?["targetNamespace"]?.string ?? "default") --version \(chartVersion) \(name) \(chart["spec"]?["chart"]?.string ?? name) --repo \(repo)
+                    Error: INSTALLATION FAILED: chart "\(chart["spec"]?["chart"]?.string ?? name)" version "\(chartVersion)" not found in \(repo) repository
 
                     """)
                 continue

@@ -317,6 +317,8 @@ public final class KubeTestServer: @unchecked Sendable {
         case ("GET", nil): return list(type, namespace: namespace, request)
         case ("GET", let name?): return get(type, namespace: namespace, name: name)
         case ("DELETE", let name?): return delete(type, namespace: namespace, name: name)
+        case ("PATCH", let name?) where request.headers["content-type"]?.hasPrefix("application/merge-patch+json") == true:
+            return mergePatch(type, namespace: namespace, name: name, request)
         case ("PATCH", let name?): return apply(type, namespace: namespace, name: name, request)
         default: return status(405, "MethodNotAllowed", "\(request.method) is not supported here")
         }
@@ -433,25 +435,21 @@ public final class KubeTestServer: @unchecked Sendable {
         }
         guard Self.isDNSSubdomain(name) else { return status(422, "Invalid", "metadata.name: Invalid value: \"\(name)\"") }
         if type.namespaced { patch[["metadata", "namespace"]] = .string(namespace) }
-        // Pruning by the structural schema, as fieldValidation asks (kube-apiserver's default
-        // is Warn): Strict refuses with 400 BadRequest naming every unknown field; Warn prunes
-        // and says so in a Warning header per field; Ignore prunes silently.
-        var warnings: [(String, String)] = []
+        // Server-side apply types the patch by the schema first: a field the schema does not
+        // declare fails the request whatever fieldValidation says, and kube-apiserver (1.31
+        // to 1.36) answers it with HTTP 500 and no reason (structuredmerge.go returns a plain
+        // error: kubernetes/kubernetes#122480, #139253). Only other writes are pruned.
         if let schema = state.withLock({ $0.schemas["\(type.groupVersion)/\(type.plural)"] }) {
-            let (pruned, unknown) = schema.prune(patch, at: "")
+            let unknown = schema.prune(patch, at: "").1
             if !unknown.isEmpty {
-                switch request.query["fieldValidation"] ?? "Warn" {
-                case "Strict":
-                    return status(400, "BadRequest", "failed to create typed patch object (\(namespace)/\(name); \(type.groupVersion), Kind=\(type.kind)): "
-                                  + unknown.map { ".\($0): field not declared in schema" }.joined(separator: ", "))
-                case "Ignore":
-                    break
-                default:
-                    warnings = unknown.map { ("Warning", "299 - \"unknown field \\\"\($0)\\\"\"") }
-                }
+                return json(500, .object(["kind": .string("Status"), "apiVersion": .string("v1"), "metadata": .object([]),
+                                          "status": .string("Failure"),
+                                          "message": .string("failed to create typed patch object (\(namespace)/\(name); \(type.groupVersion), Kind=\(type.kind)): "
+                                              + unknown.map { ".\($0): field not declared in schema" }.joined(separator: ", ")),
+                                          "code": .int(500)]))
             }
-            patch = pruned
         }
+        let warnings: [(String, String)] = []
         let force = request.query["force"] == "true"
         let dryRun = request.query["dryRun"] == "All"
         let key = Key(resource: type.plural, groupVersion: type.groupVersion, namespace: namespace, name: name)
@@ -499,6 +497,54 @@ public final class KubeTestServer: @unchecked Sendable {
         }
         guard !warnings.isEmpty, case .full(let code, let headers, let body) = response else { return response }
         return .full(status: code, headers: headers + warnings, body: body)
+    }
+
+    /// A JSON merge patch (RFC 7386) of an existing object, pruned by the kind's structural
+    /// schema as `fieldValidation` asks (kube-apiserver's default is Warn): Strict refuses with
+    /// 400 BadRequest naming every unknown field; Warn prunes and says so in a `Warning` header
+    /// per field; Ignore prunes silently (the Kubernetes API reference, `fieldValidation`).
+    func mergePatch(_ type: ResourceType, namespace: String, name: String, _ request: HTTPServer.Request) -> HTTPServer.Response {
+        guard let patch = JSONValue.parse(request.body), patch.members != nil else {
+            return status(400, "BadRequest", "the body is not a JSON object")
+        }
+        let key = Key(resource: type.plural, groupVersion: type.groupVersion, namespace: namespace, name: name)
+        guard let existing = state.withLock({ $0.objects[key] }) else { return notFound(type, name) }
+        var object = Self.mergePatched(existing.object, patch)
+        var warnings: [(String, String)] = []
+        if let schema = state.withLock({ $0.schemas["\(type.groupVersion)/\(type.plural)"] }) {
+            let (pruned, unknown) = schema.prune(object, at: "")
+            if !unknown.isEmpty {
+                switch request.query["fieldValidation"] ?? "Warn" {
+                case "Strict":
+                    return status(400, "BadRequest", "strict decoding error: " + unknown.map { "unknown field \"\($0)\"" }.joined(separator: ", "))
+                case "Ignore":
+                    break
+                default:
+                    warnings = unknown.map { ("Warning", "299 - \"unknown field \\\"\($0)\\\"\"") }
+                }
+            }
+            object = pruned
+        }
+        put(type, namespace: namespace, object)
+        let stored = state.withLock { $0.objects[key]?.object } ?? object
+        guard case .full(let code, let headers, let body) = json(200, stored) else { return json(200, stored) }
+        return .full(status: code, headers: headers + warnings, body: body)
+    }
+
+    /// RFC 7386: objects merge key by key, `null` removes, anything else replaces.
+    static func mergePatched(_ target: JSONValue, _ patch: JSONValue) -> JSONValue {
+        guard case .object(let over) = patch else { return patch }
+        var out: [JSONValue.Member] = target.members ?? []
+        for m in over {
+            if m.value == .null {
+                out.removeAll { $0.key == m.key }
+            } else if let i = out.firstIndex(where: { $0.key == m.key }) {
+                out[i].value = mergePatched(out[i].value, m.value)
+            } else {
+                out.append(.init(m.key, mergePatched(.null, m.value)))
+            }
+        }
+        return .object(out)
     }
 
     /// The wall-clock time as Kubernetes writes it.

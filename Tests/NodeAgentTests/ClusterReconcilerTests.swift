@@ -390,34 +390,47 @@ struct K3sFidelityTests {
 
     """
 
-    /// K3s v1.31.4+k3s1's helm-controller (v0.16.5) has no spec.valuesSecrets. kube-apiserver's
-    /// default, Warn, would drop it with only a header; nodeagent's Strict apply is refused,
-    /// and nodeagent checks the served CRD before it even tries.
+    /// K3s v1.31.4+k3s1's helm-controller (v0.16.5) has no spec.valuesSecrets. kube-apiserver
+    /// refuses it in a server-side apply (HTTP 500, "field not declared in schema"), and drops
+    /// it from any other write with only a Warning header by default; nodeagent checks the
+    /// served CRD before it even tries, and names the field when the server refuses.
     @Test func aFieldTheServedCRDLacksIsNeverLostSilently() async throws {
         let lab = try await ClusterLab(helmController: .v0_16_5)
         defer { lab.stop() }
-        // What any client gets by default (Warn): the field is pruned, the apply succeeds, and
-        // only a Warning header says so.
         let chart: JSONValue = .object([
             "apiVersion": .string("helm.cattle.io/v1"), "kind": .string("HelmChart"),
             "metadata": .object(["name": .string("probe"), "namespace": .string("kube-system")]),
             "spec": .object(["chart": .string("x"), "valuesSecrets": .array([.object(["name": .string("s")])])]),
         ])
         let path = "/apis/helm.cattle.io/v1/namespaces/kube-system/helmcharts/probe"
-        for (validation, status) in [("Warn", 201), ("Ignore", 200), ("Strict", 400)] {
-            let r = try await SystemCommandRunner().run(Command("curl", [
+        func curl(_ contentType: String, _ body: JSONValue, _ query: String) async throws -> String {
+            try await SystemCommandRunner().run(Command("curl", [
                 "-sS", "-D", "-", "--cacert", lab.server.tls.directory + "/ca.pem", "--cert", lab.server.tls.directory + "/client.pem",
-                "--key", lab.server.tls.directory + "/client.key", "-X", "PATCH", "-H", "Content-Type: application/apply-patch+yaml",
-                "--data-binary", chart.jsonText, lab.server.url + path + "?fieldManager=probe&fieldValidation=\(validation)"]))
-            #expect(r.stdout.hasPrefix("HTTP/1.1 \(status)"), "\(validation): \(r.stdout)")
+                "--key", lab.server.tls.directory + "/client.key", "-X", "PATCH", "-H", "Content-Type: \(contentType)",
+                "--data-binary", body.jsonText, lab.server.url + path + "?" + query])).stdout
+        }
+        // Server-side apply: refused whatever fieldValidation says, as a 500.
+        for validation in ["Warn", "Ignore", "Strict"] {
+            let r = try await curl("application/apply-patch+yaml", chart, "fieldManager=probe&fieldValidation=\(validation)")
+            #expect(r.hasPrefix("HTTP/1.1 500") && r.contains(".spec.valuesSecrets: field not declared in schema"), "\(validation): \(r)")
+        }
+        #expect(lab.chart("probe") == nil)
+        // Any other write (a merge patch here): pruned, with only a Warning header by default.
+        var known = chart
+        known[["spec", "valuesSecrets"]] = nil
+        _ = try await lab.api().apply(known, to: ClusterRender.helmChartRef("probe"))
+        let patch: JSONValue = .object(["spec": .object(["version": .string("1.0.0"), "valuesSecrets": .array([.object(["name": .string("s")])])])])
+        for (validation, status) in [("Warn", 200), ("Ignore", 200), ("Strict", 400)] {
+            let r = try await curl("application/merge-patch+json", patch, "fieldValidation=\(validation)")
+            #expect(r.hasPrefix("HTTP/1.1 \(status)"), "\(validation): \(r)")
             switch validation {
-            case "Warn": #expect(r.stdout.contains("Warning: 299 - \"unknown field \\\"spec.valuesSecrets\\\"\""), "\(r.stdout)")
-            case "Strict": #expect(r.stdout.contains(".spec.valuesSecrets: field not declared in schema"), "\(r.stdout)")
-            default: #expect(!r.stdout.lowercased().contains("warning:"))
+            case "Warn": #expect(r.contains("Warning: 299 - \"unknown field \\\"spec.valuesSecrets\\\"\""), "\(r)")
+            case "Strict": #expect(r.contains(#"unknown field \"spec.valuesSecrets\""#), "\(r)")
+            default: #expect(!r.lowercased().contains("warning:"))
             }
         }
         #expect(lab.chart("probe")?["spec"]?["valuesSecrets"] == nil, "pruned")
-        #expect(lab.chart("probe")?["spec"]?["chart"]?.string == "x", "the rest kept")
+        #expect(lab.chart("probe")?["spec"]?["version"]?.string == "1.0.0", "the rest kept")
 
         // nodeagent: refused before anything is applied, with the reason and what to do.
         let state = try platform(releases: Self.withSecrets, argocd: "")
@@ -428,17 +441,19 @@ struct K3sFidelityTests {
                 "\(condition.message)")
         #expect(lab.chart("postgresql") == nil && !lab.writes.contains { $0.contains("postgresql") })
 
-        // And the apply itself is Strict: a CRD that lies about its schema still cannot make
-        // nodeagent lose the field.
+        // And when a CRD hides what it lacks (no schema to read), the server's refusal is named,
+        // at once: not retried as a server error.
         let api = try lab.api()
+        let before = lab.server.requests.count
         do {
             _ = try await api.apply(chart, to: ClusterRender.helmChartRef("probe"))
-            Issue.record("a Strict apply of an unknown field succeeded")
+            Issue.record("an apply of an unknown field succeeded")
         } catch let error as KubeStatusError {
-            #expect(error.code == 400 && error.message.contains("field not declared in schema"))
+            #expect(error.code == 500 && error.message.contains("field not declared in schema"))
             let failure = ReconcileError.kube(error, doing: "applying")
-            #expect(failure.reason == "FieldNotServed" && failure.message.contains("spec.valuesSecrets"), "\(failure)")
+            #expect(failure.kind == .failed && failure.reason == "FieldNotServed" && failure.message.contains("spec.valuesSecrets"), "\(failure)")
         }
+        #expect(lab.server.requests.count == before + 1, "not retried")
     }
 
     /// Current K3s lines bundle v0.17.1, which serves valuesSecrets: the same release installs.
@@ -471,6 +486,52 @@ struct K3sFidelityTests {
         let again = try await lab.apply(state)
         #expect(again[.helm]?.changes.isEmpty == true && lab.writes.count == before, "a converged node makes no write")
         #expect(lab.server.objects(KubeTestServer.builtIn.first { $0.plural == "jobs" }!, namespace: "kube-system").count == 1, "the Job was not replaced")
+    }
+
+    /// A node an earlier nodeagent set up sent `createNamespace: false`; this one does not. The
+    /// apply that drops it changes nothing helm-controller renders: no new Job, so the release
+    /// must not wait for one.
+    @Test func aChartAppliedByTheEarlierRenderingConverges() async throws {
+        let lab = try await ClusterLab()
+        defer { lab.stop() }
+        let state = try platform(releases: """
+            - {name: cache, chart: redis, repo: https://charts.example.com, version: 1.0.0, namespace: db, createNamespace: false}
+
+        """, argocd: "")
+        var earlier = try #require(try ClusterRender.helm(state.spec.helmReleases ?? [], secrets: .redacted).first)
+        earlier.body[["spec", "createNamespace"]] = .bool(false)
+        earlier.body[["metadata", "annotations", ReleaseHealth.specAppliedAnnotation]] = .string("2026-01-01T00:00:00Z")
+        _ = try await lab.api().apply(earlier.stamped, to: earlier.ref)
+        lab.controller.step()
+        let job = lab.server.object("jobs", namespace: "kube-system", name: "helm-install-cache", groupVersion: "batch/v1")
+        let first = try await lab.apply(state)
+        #expect(first[.helm]?.changes.map(\.subject) == ["helmchart kube-system/cache"], "the digest changed: one apply")
+        lab.controller.step()
+        #expect(lab.server.object("jobs", namespace: "kube-system", name: "helm-install-cache", groupVersion: "batch/v1")?["metadata"]?["uid"] == job?["metadata"]?["uid"],
+                "helm-controller renders the same Job")
+        let after = try await lab.apply(state)
+        #expect(after[.helm]?.condition?.status == .ready, "\(String(describing: after[.helm]))")
+        #expect(after[.helm]?.changes.isEmpty == true)
+    }
+
+    /// Between two back-offs the install container runs again; it has still failed.
+    @Test func anInstallRunningAgainAfterFailuresIsFailedWithTheCause() async throws {
+        let lab = try await ClusterLab()
+        defer { lab.stop() }
+        let state = try platform(releases: "    - {name: cache, chart: redis, repo: https://charts.example.com, version: 1.0.0, namespace: db}\n", argocd: "")
+        _ = try await lab.apply(state)
+        lab.controller.step(failing: ["cache"])
+        var pod = try #require(lab.server.object("pods", namespace: "kube-system", name: "helm-install-cache-x7k2p"))
+        pod[["status", "containerStatuses"]] = .array([.object([
+            "name": .string("helm"), "restartCount": .int(2), "state": .object(["running": .object(["startedAt": .string(KubeTestServer.now())])]),
+            "lastState": .object(["terminated": .object(["exitCode": .int(1), "reason": .string("Error")])]),
+        ])])
+        lab.server.put(KubeTestServer.builtIn.first { $0.plural == "pods" }!, namespace: "kube-system", pod)
+        let result = try await lab.apply(state)
+        #expect(result[.helm]?.condition?.status == .failed)
+        #expect(result[.helm]?.condition?.message.contains("container helm failed 2 times and is trying again (last exit 1: Error)") == true,
+                "\(String(describing: result[.helm]?.condition))")
+        #expect(ReleaseHealth.restarted(pod), "the log read is the failed run's (previous=true)")
     }
 
     @Test func aReleaseWaitsForWhatItDependsOn() async throws {

@@ -45,5 +45,26 @@ import YAML
         #expect(try String(contentsOfFile: file, encoding: .utf8) == pinned)
         let bad = try await Binary.run(["k3s", "pin", "1.36", "--file", file])
         #expect(bad.exitCode == 1 && bad.stderr.contains("not a K3s version"), "\(bad.stderr)")
+
+        // A file `validate` refuses for its K3s version (valuesSecrets on v1.31.4) is exactly
+        // what pin fixes; a flow mapping and CRLF line ends are kept as they are.
+        let old = """
+            apiVersion: nodeagent/v1\r
+            kind: Platform\r
+            metadata: {name: n}\r
+            spec:\r
+              k3s: {version: v1.31.4+k3s1, sha256: "\(String(repeating: "0", count: 64))", downloadURL: "http://127.0.0.1:\(port)"}\r
+              helmReleases:\r
+                - {name: db, chart: db, repo: "https://charts.example.com", version: 1.0.0, namespace: db, valuesSecrets: [{key: a, file: /etc/nodeagent/secrets/a}]}\r
+
+            """
+        try old.write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(try await Binary.run(["validate", file]).exitCode == 1)
+        let fixed = try await Binary.run(["k3s", "pin", "v1.36.1+k3s1", "--file", file])
+        #expect(fixed.exitCode == 0, "\(fixed.stdout)\(fixed.stderr)")
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        #expect(text.contains("  k3s: {version: v1.36.1+k3s1, sha256: \"\(sha)\", downloadURL: \"http://127.0.0.1:\(port)\"}\r\n"), "\(text)")
+        #expect(text.components(separatedBy: "\r\n").count == old.components(separatedBy: "\r\n").count)
+        #expect(try await Binary.run(["validate", file]).exitCode == 0)
     }
 }

@@ -58,7 +58,7 @@ extension ReconcileError {
         if let status = error as? KubeStatusError {
             // fieldValidation=Strict: the server's schema lacks a field nodeagent sent. Name it,
             // and what to do, rather than let it be dropped.
-            if status.code == 400, status.message.contains("field not declared in schema") || status.message.contains("unknown field") {
+            if status.message.contains("field not declared in schema") || (status.code == 400 && status.message.contains("unknown field")) {
                 return ReconcileError(.failed, reason: "FieldNotServed",
                                       "\(what): the API server does not know a field nodeagent sent (\(status.message)); the CRD it serves is older "
                                       + "than the desired state needs: upgrade K3s (spec.k3s.version) or remove the field from platform.yaml")

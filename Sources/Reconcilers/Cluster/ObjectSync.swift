@@ -85,15 +85,20 @@ enum ObjectSync {
     /// state changed (their spec, a field dropped, or whatever `alsoChanged` says), with `now`;
     /// an unchanged object keeps its mark. An install Job older than the mark ran for an
     /// earlier desired state.
+    ///   - specEquivalent: whether the stored spec is the desired one as the controller sees it;
+    ///     without it, the desired fields match and the applied digest is the same.
     static func markChanges(_ objects: inout [KubeObject], _ observed: ObjectsObservation, plural: String, now: Timestamp,
+                            specEquivalent: ((_ desired: JSONValue, _ stored: JSONValue) -> Bool)? = nil,
                             alsoChanged: (KubeObject) -> Bool = { _ in false }) {
         let mark = ["metadata", "annotations", ReleaseHealth.specAppliedAnnotation]
         let digest = ["metadata", "annotations", KubeObject.appliedAnnotation]
         for i in objects.indices where objects[i].ref.plural == plural {
             let current = observed.current[objects[i].ref]
             let unchanged = current.map { current in
-                current["spec"].map { matches(objects[i].body["spec"] ?? .null, $0) } == true
-                    && current[digest] == objects[i].stamped[digest] && !alsoChanged(objects[i])
+                let desiredSpec = objects[i].body["spec"] ?? .null
+                let sameSpec = specEquivalent.map { equivalent in current["spec"].map { equivalent(desiredSpec, $0) } == true }
+                    ?? (current["spec"].map { matches(desiredSpec, $0) } == true && current[digest] == objects[i].stamped[digest])
+                return sameSpec && !alsoChanged(objects[i])
             } ?? false
             if unchanged {
                 if let kept = current?[mark] { objects[i].body[mark] = kept }

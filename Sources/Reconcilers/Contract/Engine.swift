@@ -33,18 +33,22 @@ public struct AnyReconciler: Sendable {
             let clock = ContinuousClock()
             let deadline = clock.now + settle
             var applied = changes.filter { !$0.isHeld }
+            var held = Set(changes.filter(\.isHeld).map(\.subject))
             while apply, condition.status == .progressing, clock.now < deadline {
                 try await Task.sleep(for: min(.seconds(2), deadline - clock.now))
-                if changes.contains(where: \.isHeld) {
-                    let again = try reconciler.plan(desired, try await reconciler.observe(desired))
-                    if again.contains(where: { !$0.isHeld }) {
-                        try await reconciler.apply(again, desired: desired)
-                        applied += again.filter { !$0.isHeld }
+                if !held.isEmpty {
+                    // Only what was held and no longer waits; everything else was applied above.
+                    let released = try reconciler.plan(desired, try await reconciler.observe(desired))
+                        .filter { !$0.isHeld && held.contains($0.subject) }
+                    if !released.isEmpty {
+                        try await reconciler.apply(released, desired: desired)
+                        applied += released
+                        held.subtract(released.map(\.subject))
                     }
                 }
                 condition = try await reconciler.verify(desired)
             }
-            return (settle > .zero ? applied + changes.filter { $0.isHeld && !applied.map(\.subject).contains($0.subject) } : changes, condition)
+            return (settle > .zero ? applied + changes.filter { $0.isHeld && held.contains($0.subject) } : changes, condition)
         }
     }
 }

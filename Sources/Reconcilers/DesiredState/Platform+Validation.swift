@@ -23,7 +23,7 @@ extension Platform {
             let bundled = BundledHelmController.version(for: k3s.version).map { " bundles helm-controller \($0), which" } ?? "'s helm-controller"
             let first = BundledHelmController.firstReleaseWithValuesSecrets(like: k3s.version).map { "; the first \(k3s.version.major).\(k3s.version.minor) release with it is \($0)" } ?? ""
             context.fail(.invalidValue, "valuesSecrets needs HelmChart spec.valuesSecrets (helm-controller v0.16.7 or later): K3s \(k3s.version)\(bundled) "
-                         + "does not have it, and the API server would drop it\(first); raise spec.k3s.version", path: (spec + "helmReleases").appending(index: i) + "valuesSecrets")
+                         + "does not have it, and the API server would refuse or drop it\(first); raise spec.k3s.version", path: (spec + "helmReleases").appending(index: i) + "valuesSecrets")
         }
     }
 

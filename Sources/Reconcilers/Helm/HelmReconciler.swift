@@ -54,10 +54,36 @@ public struct HelmReconciler: Reconciler {
         let changedValues = Set(objects.filter { $0.isSecret }.compactMap { object -> String? in
             observed.current[object.ref]?["data"] == object.body["data"] ? nil : object.ref.name
         })
-        ObjectSync.markChanges(&objects, observed, plural: "helmcharts", now: host.clock.now()) {
+        ObjectSync.markChanges(&objects, observed, plural: "helmcharts", now: host.clock.now(), specEquivalent: Self.sameForHelmController) {
             changedValues.contains(ClusterRender.valuesSecretName($0.ref.name ?? ""))
         }
         return (objects, observed)
+    }
+
+    /// Whether a stored HelmChart spec is the desired one as helm-controller sees it: every
+    /// field is `omitempty` in its Go struct (a zero value and an absent field are the same),
+    /// and v0.17.1's CRD defaults `driver: secret` and `failurePolicy: reinstall`. Only a real
+    /// difference gets a new Job, so only a real difference moves the spec-applied mark (a
+    /// rendering change, such as no longer sending `createNamespace: false`, does not).
+    static func sameForHelmController(_ desired: JSONValue, _ stored: JSONValue) -> Bool {
+        func normalised(_ spec: JSONValue, defaultsFrom other: JSONValue?) -> JSONValue {
+            guard case .object(let members) = spec else { return spec }
+            return .object(members.filter { m in
+                switch m.value {
+                case .bool(false), .null: return false
+                case .string(let s) where s.isEmpty: return false
+                case .array(let a) where a.isEmpty: return false
+                case .object(let o) where o.isEmpty: return false
+                default: break
+                }
+                if let other, other[m.key] == nil, [("driver", "secret"), ("failurePolicy", "reinstall")].contains(where: { $0.0 == m.key && m.value == .string($0.1) }) {
+                    return false
+                }
+                return true
+            })
+        }
+        let d = normalised(desired, defaultsFrom: nil), s = normalised(stored, defaultsFrom: desired)
+        return ObjectSync.matches(d, s) && ObjectSync.matches(s, d)
     }
 
     /// What the node's HelmChart CRD really has, whatever K3s version the desired state names
@@ -69,6 +95,8 @@ public struct HelmReconciler: Reconciler {
         do {
             crd = try await api.getIfPresent(ResourceRef(group: "apiextensions.k8s.io", version: "v1", plural: "customresourcedefinitions",
                                                          name: "helmcharts.helm.cattle.io"))
+        } catch let error as KubeStatusError where error.code == 403 {
+            crd = nil   // no right to read CRDs: the apply itself still refuses an unknown field
         } catch {
             throw ReconcileError.kube(error, doing: "reading the HelmChart CRD")
         }

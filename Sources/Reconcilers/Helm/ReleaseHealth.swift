@@ -78,10 +78,14 @@ public struct ReleaseHealth: Sendable, Equatable {
                                         labelSelector: "\(jobNameLabel)=\(job)")) ?? []
         for pod in pods {
             for c in pod["status"]?["containerStatuses"]?.array ?? [] {
-                guard let reason = c["state"]?["waiting"]?["reason"]?.string, stuckReasons.contains(reason) else { continue }
                 let restarts = c["restartCount"]?.int ?? 0
                 let last = c["lastState"]?["terminated"]
                 let exit = last.map { t in " (last exit \(t["exitCode"]?.int.map(String.init) ?? "?")\(t["reason"]?.string.map { ": \($0)" } ?? ""))" } ?? ""
+                // Between two back-offs the container runs again: it has still failed before.
+                if c["state"]?["waiting"] == nil, restarts > 0, let code = last?["exitCode"]?.int, code != 0 {
+                    return "pod \(pod["metadata"]?["name"]?.string ?? "?"): container \(c["name"]?.string ?? "?") failed \(restarts) time\(restarts == 1 ? "" : "s") and is trying again\(exit)"
+                }
+                guard let reason = c["state"]?["waiting"]?["reason"]?.string, stuckReasons.contains(reason) else { continue }
                 let message = reason == "CrashLoopBackOff" ? "" : (c["state"]?["waiting"]?["message"]?.string.map { ": \($0.prefix(200))" } ?? "")
                 return "pod \(pod["metadata"]?["name"]?.string ?? "?"): container \(c["name"]?.string ?? "?") \(reason)\(message) after \(restarts) restart\(restarts == 1 ? "" : "s")\(exit)"
             }
@@ -99,9 +103,16 @@ public struct ReleaseHealth: Sendable, Equatable {
                                         labelSelector: "\(jobNameLabel)=\(job)")) ?? []
         let newest = pods.max { ($0["metadata"]?["creationTimestamp"]?.string ?? "") < ($1["metadata"]?["creationTimestamp"]?.string ?? "") }
         guard let pod = newest?["metadata"]?["name"]?.string,
-              let log = try? await api.log(namespace: ClusterRender.helmNamespace, pod: pod, tailLines: 10) else { return "" }
+              let log = try? await api.log(namespace: ClusterRender.helmNamespace, pod: pod, tailLines: 10,
+                                           previous: Self.restarted(newest)) else { return "" }
         let lines = log.split(separator: "\n").suffix(10).map { String($0.prefix(300)) }
         return lines.isEmpty ? "" : "; last log lines of \(pod): " + lines.joined(separator: " | ")
+    }
+
+    /// Whether the pod's container ran before and failed: its log is then the previous run's
+    /// (`previous=true`), where the failure is.
+    static func restarted(_ pod: JSONValue?) -> Bool {
+        (pod?["status"]?["containerStatuses"]?.array ?? []).contains { ($0["restartCount"]?.int ?? 0) > 0 && $0["state"]?["running"] != nil }
     }
 
     /// Workloads of the release that are not rolled out and available, as
