@@ -24,8 +24,8 @@ struct BackupOptions: ParsableArguments {
     var root: String = "/"
 
     func backups() throws -> PostgresBackups {
-        let platform = try StateOptions.load(state: state)
-        let host = Host(root: root)
+        let platform = try StateOptions.load(state: state, root: root)
+        let host = Host.node(root: root)
         guard let backups = PostgresBackups(platform: platform, host: host, cluster: PassOptions(kubeconfig: kubeconfig).cluster(on: host),
                                             log: { Terminal.error($0) }) else {
             Terminal.error("error: the desired state declares no spec.backups.postgres")

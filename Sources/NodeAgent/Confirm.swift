@@ -14,7 +14,7 @@ struct Confirm: ParsableCommand {
     var reset = false
 
     func run() throws {
-        let state = FirewallState(host: Host(root: root))
+        let state = FirewallState(host: Host.node(root: root))
         let disarmed = try state.confirm(reset: reset)
         print(disarmed ? "confirmed: the revert timer is disarmed and the new firewall stays" : "nothing to confirm: no firewall change is waiting")
     }

@@ -3,6 +3,21 @@ import Reconcilers
 import YAML
 
 /// Options shared by the commands that act on a desired state.
+extension Host {
+    /// The node as nodeagent's commands see it: `root`, with nodeagent's state where
+    /// agent.yaml's `stateDirectory` puts it (the default without an agent.yaml).
+    static func node(root: String, config: String = AgentConfig.defaultPath) -> Host {
+        let path = RootedFileSystem(root: root).hostPath(config)
+        let state = (try? AgentConfig.load(path: path))?.stateDirectory.value ?? RootedFileSystem.defaultStateDirectory
+        return Host(root: root, stateDirectory: state)
+    }
+}
+
+extension FileSystem {
+    /// Where a node path really is, for the code that must hand a path to another program.
+    func hostPathOrSelf(_ path: String) -> String { (self as? RootedFileSystem)?.hostPath(path) ?? path }
+}
+
 struct StateOptions: ParsableArguments {
     /// Where the daemon keeps the revision it last applied.
     static let lastApplied = ReconcileLoop.appliedFile
@@ -44,10 +59,13 @@ struct StateOptions: ParsableArguments {
     }
 
     /// Loads and validates the desired state, printing its diagnostics on failure.
-    func load() throws -> Platform { try Self.load(state: state) }
+    func load() throws -> Platform { try Self.load(state: state, root: root) }
 
-    static func load(state: String?) throws -> Platform {
-        let path = state ?? StateOptions.lastApplied
+    /// - Parameters:
+    ///   - state: the file; nil for the revision the agent last applied (in its state
+    ///     directory, under `root`).
+    static func load(state: String?, root: String = "/") throws -> Platform {
+        let path = state ?? Host.node(root: root).files.hostPathOrSelf(StateOptions.lastApplied)
         do throws(DiagnosticsError) {
             return try DesiredStateLoader.load(path: path)
         } catch {
@@ -63,7 +81,7 @@ struct StateOptions: ParsableArguments {
         var options = options
         options.kubeconfig = kubeconfig
         options.log = { Terminal.error($0) }
-        return try Engine(BuiltInReconcilers.all(on: Host(root: root), options: options))
+        return try Engine(BuiltInReconcilers.all(on: Host.node(root: root), options: options))
     }
 }
 

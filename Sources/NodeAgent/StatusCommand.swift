@@ -38,7 +38,8 @@ struct StatusCommand: AsyncParsableCommand {
     }
 
     static func defaultURL() -> String {
-        if let bytes = try? FileReading.read(ReconcileLoop.appliedFile), let p = try? DesiredStateLoader.load(bytes, file: ReconcileLoop.appliedFile),
+        if let bytes = (try? Host.node(root: "/").files.read(ReconcileLoop.appliedFile)) ?? nil,
+           let p = try? DesiredStateLoader.load(bytes, file: ReconcileLoop.appliedFile),
            let listen = p.spec.status?.listen {
             return "http://\(listen)"
         }

@@ -36,7 +36,7 @@ struct ClientConfig: AsyncParsableCommand {
     var qr = false
 
     func run() async throws {
-        let platform = try StateOptions.load(state: state)
+        let platform = try StateOptions.load(state: state, root: root)
         guard let spec = platform.spec.wireguard else {
             throw ValidationError("the desired state declares no spec.wireguard")
         }
@@ -45,7 +45,7 @@ struct ClientConfig: AsyncParsableCommand {
             let guess = Suggestion.closest(to: peer, in: names).map { " (did you mean \"\($0)\"?)" } ?? ""
             throw ValidationError("no peer named \"\(peer)\"\(guess); peers: \(names.joined(separator: ", "))")
         }
-        let host = Host(root: root)
+        let host = Host.node(root: root)
         let publicKey: String
         if let serverPublicKey {
             publicKey = serverPublicKey

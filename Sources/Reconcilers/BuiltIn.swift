@@ -5,10 +5,11 @@ public struct Host: Sendable {
     public var services: any ServiceManager
     public var clock: any WallClock
 
-    /// The real node, or a copy of it under `root` (files and unit enablement only).
-    public init(root: String = "/") {
+    /// The real node, or a copy of it under `root` (files and unit enablement only), with
+    /// nodeagent's state under `stateDirectory` (a node path; see `RootedFileSystem`).
+    public init(root: String = "/", stateDirectory: String = RootedFileSystem.defaultStateDirectory) {
         let commands = SystemCommandRunner()
-        self.init(files: RootedFileSystem(root: root), commands: commands,
+        self.init(files: RootedFileSystem(root: root, stateDirectory: stateDirectory), commands: commands,
                   services: SystemdServiceManager(commands: commands, root: root), clock: SystemWallClock())
     }
 

@@ -62,9 +62,9 @@ public final class KubeTestServer: @unchecked Sendable {
 
     public let tls: TLSPaths
     /// `https://127.0.0.1:PORT`, demanding a client certificate from the test CA.
-    public let url: String
+    public private(set) var url = ""
     /// The same API, for bearer tokens (TLS without a client certificate).
-    public let tokenURL: String
+    public private(set) var tokenURL = ""
     public let token = "test-token-\(UInt32.random(in: 0...UInt32.max))"
     /// A token allowed to read but not to write: writes get 403 Forbidden.
     public let readOnlyToken = "read-only-\(UInt32.random(in: 0...UInt32.max))"
@@ -115,9 +115,6 @@ public final class KubeTestServer: @unchecked Sendable {
         try await SystemCommandRunner().check(Command("python3", [pkiScript, dir], timeout: .seconds(120)))
         tls = TLSPaths(directory: dir)
         state = Mutex(State(types: Self.builtIn))
-        let mtlsPort = port ?? TLSTestPeer.freePort(), tokenPort = TLSTestPeer.freePort()
-        url = "https://127.0.0.1:\(mtlsPort)"
-        tokenURL = "https://127.0.0.1:\(tokenPort)"
         let certified = try HTTPServer { [unowned self] in self.handle($0, clientCertificate: true) }
         let tokened = try HTTPServer { [unowned self] in self.handle($0, clientCertificate: false) }
         servers = [certified, tokened]
@@ -125,20 +122,36 @@ public final class KubeTestServer: @unchecked Sendable {
         // back by about 40 ms (measured; s_server and TLS 1.2 answer in under 2 ms), which
         // would stand out as the client's cost in the benchmark.
         let common = "cert=\(dir)/server.pem,key=\(dir)/server.key,cafile=\(dir)/ca.pem,reuseaddr,fork,openssl-max-proto-version=TLS1.2"
-        proxies.append(try DetachedProcess.spawn(["/usr/bin/socat", "OPENSSL-LISTEN:\(mtlsPort),\(common),verify=1",
-                                                  "TCP:127.0.0.1:\(certified.port),nodelay"]))
-        proxies.append(try DetachedProcess.spawn(["/usr/bin/socat", "OPENSSL-LISTEN:\(tokenPort),\(common),verify=0",
-                                                  "TCP:127.0.0.1:\(tokened.port),nodelay"]))
-        for port in [mtlsPort, tokenPort] {
-            var up = false
-            // Up to 15 s: socat starts in milliseconds, but a loaded 2-core machine running the
-            // whole suite has been seen to take over 3 s.
-            for _ in 0..<500 where !up {
-                up = TLSTestPeer.canConnect(port)
-                if !up { try await Task.sleep(for: .milliseconds(30)) }
+        var started: [Int] = []
+        for (i, (verify, backend)) in [("verify=1", certified.port), ("verify=0", tokened.port)].enumerated() {
+            // A free port can be taken by another test between the probe and socat's bind:
+            // then socat exits at once, and another port is tried (a fixed port is not).
+            var listening: Int?
+            var why = ""
+            for attempt in 0..<3 where listening == nil {
+                let candidate = i == 0 ? (port ?? TLSTestPeer.freePort()) : TLSTestPeer.freePort()
+                let log = "\(dir)/socat-\(i)-\(attempt).log"
+                let pid = try DetachedProcess.spawn(["/usr/bin/socat", "OPENSSL-LISTEN:\(candidate),\(common),\(verify)", "TCP:127.0.0.1:\(backend),nodelay"],
+                                                    output: log)
+                proxies.append(pid)
+                // Up to 15 s: socat starts in milliseconds, but a loaded machine can take seconds.
+                for _ in 0..<500 where listening == nil && DetachedProcess.isRunning(pid) {
+                    if TLSTestPeer.canConnect(candidate) { listening = candidate } else { try await Task.sleep(for: .milliseconds(30)) }
+                }
+                if listening == nil {
+                    why = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+                    DetachedProcess.stop(pid)
+                    if port != nil, i == 0 { break }
+                }
             }
-            guard up else { stop(); throw CommandError(code: .failed, command: "socat", message: "TLS proxy on \(port) did not start") }
+            guard let listening else {
+                stop()
+                throw CommandError(code: .failed, command: "socat", message: "the TLS proxy did not start: \(why.isEmpty ? "no output" : why)")
+            }
+            started.append(listening)
         }
+        url = "https://127.0.0.1:\(started[0])"
+        tokenURL = "https://127.0.0.1:\(started[1])"
     }
 
     public func stop() {
@@ -198,6 +211,14 @@ public final class KubeTestServer: @unchecked Sendable {
     /// Forgets the event history: a watch from an older resourceVersion gets 410 Expired.
     public func compact() {
         state.withLock { $0.compactedBelow = $0.resourceVersion + 1 }
+    }
+
+    /// Drops every watch, stores `object`, and forgets the history, as one step: no open watch
+    /// can deliver the change, and a watch resuming from before it gets 410 Expired.
+    public func dropWatchesThenChangeAndCompact(_ type: ResourceType, namespace: String = "", _ object: JSONValue) {
+        state.withLock { $0.watchGeneration += 1 }
+        put(type, namespace: namespace, object)
+        compact()
     }
 
     /// Creates or replaces an object as another client would (no field manager), for tests.

@@ -338,6 +338,32 @@ struct BackupTests {
         await server.stop()
     }
 
+    /// agent.yaml's stateDirectory is where all of nodeagent's state goes, a command's too:
+    /// nothing under /var/lib/nodeagent.
+    @Test func theStateDirectoryHoldsAllOfTheState() async throws {
+        let server = try await PostgresServer()
+        let node = try Node(server: server)
+        defer { node.remove() }
+        try await server.sql("CREATE DATABASE app")
+        try """
+            apiVersion: nodeagent/v1
+            kind: AgentConfig
+            source: {repo: "https://git.example.com/platform.git"}
+            stateDirectory: /srv/nodeagent-state
+
+            """.write(toFile: node.root + "/etc/nodeagent/agent.yaml", atomically: true, encoding: .utf8)
+        let r = try await node.run(["backup", "run"])
+        #expect(r.exitCode == 0, "\(r.stdout)\(r.stderr)")
+        #expect(FileManager.default.fileExists(atPath: node.root + "/srv/nodeagent-state/backups/state.json"))
+        #expect(!FileManager.default.fileExists(atPath: node.root + "/var/lib/nodeagent"), "nothing in the default place")
+        // The library's view: the same node path, moved.
+        let files = RootedFileSystem(root: node.root, stateDirectory: "/srv/nodeagent-state")
+        #expect(files.hostPath("/var/lib/nodeagent/firewall/applied.nft") == node.root + "/srv/nodeagent-state/firewall/applied.nft")
+        #expect(files.hostPath("/var/lib/nodeagentx") == node.root + "/var/lib/nodeagentx")
+        #expect(BackupState.load(files).lastBackupRun != nil)
+        await server.stop()
+    }
+
     /// A CloudNativePG cluster (the `cluster` chart with fullnameOverride): its `pg-rw`
     /// Service and `pg-superuser` Secret, as the operator makes them.
     @Test func aCloudNativePGClusterIsFoundByItsServiceAndSecret() async throws {

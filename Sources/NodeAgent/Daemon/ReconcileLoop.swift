@@ -35,6 +35,8 @@ final class ReconcileLoop: Service, Sendable {
     /// The desired state the last pass converged towards.
     private let current = Mutex<Platform?>(nil)
 
+    /// The Git source's bare mirror.
+    static let mirrorDirectory = "/var/lib/nodeagent/source.git"
     static let appliedFile = "/var/lib/nodeagent/applied/platform.yaml"
     static let appliedCommitFile = "/var/lib/nodeagent/applied/commit"
     /// The newest revision the source accepted (fetched, verified, valid), converged or not:

@@ -40,15 +40,18 @@ struct Run: AsyncParsableCommand {
         signal(SIGHUP, SIG_IGN)
         var logger = Logger(label: "nodeagent")
         logger.logLevel = .info
-        let host = Host(root: root)
         let source: ReconcileLoop.Source
         var pollInterval = try TimeSpan(parsing: poll), drift = TimeSpan(milliseconds: 300_000)
         var kubeconfig: String?
+        let host: Host
         if let state {
+            host = Host.node(root: root)
             source = .file(state)
         } else {
             let agent = try AgentConfig.loadForCommand(path: config)
-            let mirror = (host.files as? RootedFileSystem)?.hostPath(agent.stateDirectory.value + "/source.git") ?? agent.stateDirectory.value + "/source.git"
+            // All of nodeagent's state, the mirror included, under agent.yaml's stateDirectory.
+            host = Host(root: root, stateDirectory: agent.stateDirectory.value)
+            let mirror = host.files.hostPathOrSelf(ReconcileLoop.mirrorDirectory)
             source = .git(GitSource(config: agent.source, mirror: mirror, commands: host.commands, files: host.files))
             // Written 0644 by earlier user-data: it may name credential files, so root's only.
             let configPath = (host.files as? RootedFileSystem)?.hostPath(config) ?? config

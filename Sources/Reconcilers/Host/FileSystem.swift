@@ -93,16 +93,30 @@ public struct FileSystemError: Error, Sendable, CustomStringConvertible {
 ///
 /// Writes follow the temp-file, fsync, rename, fsync-directory sequence, so a crash at any
 /// point leaves either the old or the new file, never a truncated one.
+///
+/// nodeagent's own state is named by paths under `defaultStateDirectory` (`/var/lib/nodeagent`)
+/// everywhere in the code; they live under `stateDirectory` (agent.yaml's `stateDirectory`),
+/// so that one setting moves all of it, the daemon's included.
 public struct RootedFileSystem: FileSystem {
-    public let root: String
+    public static let defaultStateDirectory = "/var/lib/nodeagent"
 
-    public init(root: String = "/") {
+    public let root: String
+    /// Where the paths under `defaultStateDirectory` really are, as a node path.
+    public let stateDirectory: String
+
+    public init(root: String = "/", stateDirectory: String = RootedFileSystem.defaultStateDirectory) {
         self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
+        self.stateDirectory = stateDirectory.count > 1 && stateDirectory.hasSuffix("/") ? String(stateDirectory.dropLast()) : stateDirectory
     }
 
     /// The real location of a node path.
     public func hostPath(_ path: String) -> String {
         precondition(path.hasPrefix("/"), "node paths are absolute: \(path)")
+        var path = path
+        let state = Self.defaultStateDirectory
+        if stateDirectory != state, path == state || path.hasPrefix(state + "/") {
+            path = stateDirectory + path.dropFirst(state.count)
+        }
         return root == "/" ? path : root + path
     }
 
