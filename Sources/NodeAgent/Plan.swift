@@ -15,7 +15,7 @@ extension Host {
 
 extension FileSystem {
     /// Where a node path really is, for the code that must hand a path to another program.
-    func hostPathOrSelf(_ path: String) -> String { (self as? RootedFileSystem)?.hostPath(path) ?? path }
+    func hostPathOrSelf(_ path: String) -> String { hostPath(path) }
 }
 
 struct StateOptions: ParsableArguments {

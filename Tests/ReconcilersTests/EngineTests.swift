@@ -3,6 +3,7 @@ import Testing
 import TestSupport
 import Reconcilers
 import YAML
+import Synchronization
 
 /// A small real reconciler for the contract's tests: it keeps `/etc/motd` saying the node's
 /// name, through the real `RootedFileSystem`.
@@ -179,5 +180,47 @@ struct TextDiffTests {
     ] as [(String, String, [String])])
     func linesAddedAndRemoved(before: String, after: String, expected: [String]) {
         #expect(TextDiff.lines(from: Array(before.utf8), to: Array(after.utf8)) == expected)
+    }
+}
+
+/// Progressing until a file appears; counts how often it was verified.
+final class SlowInstall: Reconciler, @unchecked Sendable {
+    static let name = ReconcilerName.helm
+    static let dependencies: [ReconcilerName] = []
+    let files: any FileSystem
+    let verifications = Mutex<Int>(0)
+    init(files: any FileSystem) { self.files = files }
+    var owns: [OwnedResource] { [.file("/done")] }
+    func desired(from platform: Platform) -> Bool? { true }
+    func observe(_ desired: Bool) async throws -> Bool { false }
+    func plan(_ desired: Bool, _ observed: Bool) throws -> [Change] { [Change(.run, "install", operation: .runCommand(["true"]))] }
+    func apply(_ changes: [Change], desired: Bool) async throws {}
+    func verify(_ desired: Bool) async throws -> Condition {
+        verifications.withLock { $0 += 1 }
+        return try files.read("/done") == nil ? Condition(.progressing, reason: "Installing") : .ready()
+    }
+}
+
+@Suite struct EngineSettleTests {
+    /// `--wait` settles on the engine's clock: a test advances it instead of sleeping.
+    @Test func settlingWaitsOnTheInjectedClock() async throws {
+        let root = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let files = RootedFileSystem(root: root)
+        let clock = ManualWallClock(now: Timestamp(millisecondsSinceEpoch: 1_000_000))
+        let install = SlowInstall(files: files)
+        let engine = try Engine([AnyReconciler(install)], clock: clock)
+        let platform = try DesiredStateLoader.load(Array("apiVersion: nodeagent/v1\nkind: Platform\nmetadata: {name: n}\nspec: {}\n".utf8), file: "e.yaml")
+        let pass = Task { await engine.apply(platform, settle: .seconds(60)) }
+        // The first verify, then the engine sleeps on the manual clock.
+        while clock.sleeperCount == 0 { await Task.yield() }
+        #expect(install.verifications.withLock { $0 } == 1)
+        clock.advance(by: TimeSpan(milliseconds: 2000))
+        while clock.sleeperCount == 0 || install.verifications.withLock({ $0 }) < 2 { await Task.yield() }
+        try files.write("/done", [1], mode: 0o644)
+        clock.advance(by: TimeSpan(milliseconds: 2000))
+        let entries = await pass.value
+        #expect(entries.first?.outcome == .applied([Change(.run, "install", operation: .runCommand(["true"]))], .ready()))
+        #expect(install.verifications.withLock { $0 } == 3)
     }
 }

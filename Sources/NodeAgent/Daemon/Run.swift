@@ -54,7 +54,7 @@ struct Run: AsyncParsableCommand {
             let mirror = host.files.hostPathOrSelf(ReconcileLoop.mirrorDirectory)
             source = .git(GitSource(config: agent.source, mirror: mirror, commands: host.commands, files: host.files))
             // Written 0644 by earlier user-data: it may name credential files, so root's only.
-            let configPath = (host.files as? RootedFileSystem)?.hostPath(config) ?? config
+            let configPath = host.files.hostPath(config)
             var st = stat()
             if stat(configPath, &st) == 0, st.st_mode & 0o077 != 0, chmod(configPath, 0o600) == 0 {
                 logger.notice("\(config) was readable by others: made 0600")

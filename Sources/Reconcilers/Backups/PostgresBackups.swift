@@ -50,7 +50,7 @@ public struct PostgresBackups: Sendable {
     public var store: BackupStore { BackupStore(directory: spec.directory.value, files: host.files) }
     static let stateDirectory = "/var/lib/nodeagent/backups"
 
-    func hostPath(_ path: String) -> String { (host.files as? RootedFileSystem)?.hostPath(path) ?? path }
+    func hostPath(_ path: String) -> String { host.files.hostPath(path) }
 
     // MARK: - Where the database is
 
@@ -554,7 +554,7 @@ final class BackupLock: Sendable {
 
     init(files: any FileSystem) throws {
         try files.makeDirectory(PostgresBackups.stateDirectory, mode: 0o700)
-        let path = ((files as? RootedFileSystem)?.hostPath(PostgresBackups.stateDirectory) ?? PostgresBackups.stateDirectory) + "/lock"
+        let path = files.hostPath(PostgresBackups.stateDirectory) + "/lock"
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw FileSystemError(operation: "open", path: path, errno: errno) }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {

@@ -7,7 +7,7 @@ public struct AnyReconciler: Sendable {
     let isDeclared: @Sendable (Platform) -> Bool
     /// One pass: observe and plan; with `apply`, then apply and verify (or, for an empty
     /// plan, report the converged state without applying or observing again).
-    let pass: @Sendable (Platform, _ apply: Bool, _ settle: Duration) async throws -> (changes: [Change], condition: Condition?)
+    let pass: @Sendable (Platform, _ apply: Bool, _ settle: Duration, _ clock: any WallClock) async throws -> (changes: [Change], condition: Condition?)
 
     public init<R: Reconciler>(_ reconciler: R) {
         name = R.name
@@ -15,7 +15,7 @@ public struct AnyReconciler: Sendable {
         owns = reconciler.owns
         proceedsWhileDependenciesProgress = R.proceedsWhileDependenciesProgress
         isDeclared = { reconciler.desired(from: $0) != nil }
-        pass = { platform, apply, settle in
+        pass = { platform, apply, settle, clock in
             guard let desired = reconciler.desired(from: platform) else { return ([], apply ? .ready() : nil) }
             let observed = try await reconciler.observe(desired)
             let changes = try reconciler.plan(desired, observed)
@@ -30,12 +30,13 @@ public struct AnyReconciler: Sendable {
             // Asked to wait: look again while the cluster works (a Job, a rollout), up to `settle`;
             // changes held back until something became Ready (a Helm release's dependsOn) are
             // applied once they no longer wait.
-            let clock = ContinuousClock()
-            let deadline = clock.now + settle
+            // The engine's clock: tests of settling advance one instead of waiting.
+            let deadline = clock.now().adding(TimeSpan(milliseconds: Int64(settle.components.seconds * 1000
+                                                                             + settle.components.attoseconds / 1_000_000_000_000_000)))
             var applied = changes.filter { !$0.isHeld }
             var held = Set(changes.filter(\.isHeld).map(\.subject))
-            while apply, condition.status == .progressing, clock.now < deadline {
-                try await Task.sleep(for: min(.seconds(2), deadline - clock.now))
+            while apply, condition.status == .progressing, clock.now() < deadline {
+                try await clock.sleep(until: min(clock.now().adding(TimeSpan(milliseconds: 2000)), deadline))
                 if !held.isEmpty {
                     // Only what was held and no longer waits; everything else was applied above.
                     let released = try reconciler.plan(desired, try await reconciler.observe(desired))
@@ -87,7 +88,11 @@ public struct Engine: Sendable {
 
     /// - Throws: `SetupError` when two reconcilers share a name or an owned resource, or the
     ///   dependencies form a cycle.
-    public init(_ reconcilers: [AnyReconciler]) throws(SetupError) {
+    /// What the settle loop (`--wait`) waits with.
+    let clock: any WallClock
+
+    public init(_ reconcilers: [AnyReconciler], clock: any WallClock = SystemWallClock()) throws(SetupError) {
+        self.clock = clock
         var owners: [OwnedResource: ReconcilerName] = [:]
         var names = Set<ReconcilerName>()
         for r in reconcilers {
@@ -182,7 +187,7 @@ public struct Engine: Sendable {
 
     private func run(_ reconciler: AnyReconciler, _ platform: Platform, apply: Bool, settle: Duration) async -> (Outcome, String?) {
         do {
-            let (changes, condition) = try await reconciler.pass(platform, apply, settle)
+            let (changes, condition) = try await reconciler.pass(platform, apply, settle, clock)
             let note = changes.isEmpty && condition?.message.isEmpty == false ? condition?.message : nil
             guard apply, let condition else { return (.planned(changes), note) }
             return (.applied(changes, condition), nil)

@@ -36,7 +36,7 @@ public struct FirewallState: Sendable {
     }
 
     func hostPath(_ path: String) -> String {
-        (host.files as? RootedFileSystem)?.hostPath(path) ?? path
+        host.files.hostPath(path)
     }
 
     func applied() throws -> Applied? {
@@ -122,16 +122,22 @@ public struct FirewallState: Sendable {
 /// Test-only crash points: with `NODEAGENT_CRASH_AT=NAME` in the environment the process
 /// kills itself with SIGKILL at that point, as a power cut or OOM kill would; with
 /// `NODEAGENT_PAUSE_AT=NAME` it stops there for two seconds (a slow step, to signal into).
+/// Compiled into debug builds only (what `swift test` runs): in a release binary, the one
+/// nodes run, these are no-ops whatever the environment says.
 public enum FaultInjection {
     public static func pauseIfRequested(at point: String) {
+        #if DEBUG
         if let wanted = getenv("NODEAGENT_PAUSE_AT"), String(cString: wanted) == point {
             usleep(2_000_000)
         }
+        #endif
     }
 
     public static func crashIfRequested(at point: String) {
+        #if DEBUG
         if let wanted = getenv("NODEAGENT_CRASH_AT"), String(cString: wanted) == point {
             kill(getpid(), SIGKILL)
         }
+        #endif
     }
 }

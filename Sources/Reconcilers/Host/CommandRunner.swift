@@ -142,9 +142,14 @@ public struct SystemCommandRunner: CommandRunner {
     }
 
     /// Test-only: `NODEAGENT_TEST_COMMAND_TIMEOUT_MS=N` caps every command's timeout, so a test
-    /// can make a stand-in `nft` hang without waiting out the real 30 s.
+    /// can make a stand-in `nft` hang without waiting out the real 30 s. Compiled into debug
+    /// builds only (what `swift test` runs): a release binary, the one nodes run, ignores it.
+    #if DEBUG
     static let timeoutCap: Duration? = getenv("NODEAGENT_TEST_COMMAND_TIMEOUT_MS")
         .flatMap { Int(String(cString: $0)) }.map { .milliseconds($0) }
+    #else
+    static let timeoutCap: Duration? = nil
+    #endif
 
     private static let resolved = Mutex<[String: String]>([:])
 

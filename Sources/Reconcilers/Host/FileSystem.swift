@@ -37,6 +37,11 @@ public protocol FileSystem: Sendable {
     /// between two steps changes nothing.
     func writeInUserDirectory(home: String, subdirectory: String, name: String, _ bytes: [UInt8], mode: UInt32, directoryMode: UInt32,
                               uid: UInt32, gid: UInt32) throws(FileSystemError)
+    /// Where / of the node is on this machine ("/" on a node; a temp directory in tests).
+    var root: String { get }
+    /// Where a node path really is on this machine: for the paths handed to another program
+    /// (`sshd -t -f`, `pg_dump --file`, a revert timer's shell).
+    func hostPath(_ path: String) -> String
     /// Reads a secret file the desired state names: a regular file (no link, FIFO or device),
     /// owned by the user nodeagent runs as, with no group or other permission bits, of at most
     /// `limit` bytes. nil when it does not exist.

@@ -74,7 +74,7 @@ public struct K3sReconciler: Reconciler {
         platform.spec.k3s.map { Desired(spec: $0, nodeName: platform.name.value) }
     }
 
-    func hostPath(_ path: String) -> String { (host.files as? RootedFileSystem)?.hostPath(path) ?? path }
+    func hostPath(_ path: String) -> String { host.files.hostPath(path) }
 
     public func observe(_ desired: Desired) async throws -> Observed {
         let record = K3sRecord(try host.files.read(K3sFiles.record))
@@ -259,11 +259,14 @@ public struct K3sReconciler: Reconciler {
 
     /// Polls until Ready or the timeout. - Returns: nil when Ready; else the last reason.
     func waitUntilReady(node: String, version: String?, since: Timestamp, timeout: TimeSpan) async -> String? {
-        let clock = ContinuousClock()
-        let deadline = clock.now + .milliseconds(timeout.milliseconds)
+        // The host's clock: tests of timing can advance one instead of waiting.
+        let clock = host.clock
+        let deadline = clock.now().adding(timeout)
+        let poll = TimeSpan(milliseconds: Int64(options.pollInterval.components.seconds * 1000
+                                                + options.pollInterval.components.attoseconds / 1_000_000_000_000_000))
         var why = await notReady(node: node, version: version, since: since).reason
-        while why != nil, clock.now < deadline {
-            try? await Task.sleep(for: min(options.pollInterval, max(deadline - clock.now, .zero)))
+        while why != nil, clock.now() < deadline {
+            try? await clock.sleep(until: min(clock.now().adding(poll), deadline))
             why = await notReady(node: node, version: version, since: since).reason
         }
         return why

@@ -200,8 +200,8 @@ public struct OSReconciler: Reconciler {
             : "sshd would not use the drop-in's \(problems.joined(separator: ", ")): \(Self.sshdConfigPath) must include sshd_config.d/*.conf before any other setting of these"
     }
 
-    private var rootPath: String { (host.files as? RootedFileSystem)?.root ?? "/" }
-    private func hostPath(_ path: String) -> String { (host.files as? RootedFileSystem)?.hostPath(path) ?? path }
+    private var rootPath: String { host.files.root }
+    private func hostPath(_ path: String) -> String { host.files.hostPath(path) }
 
     private func lookUp(_ user: String) throws -> Account? {
         guard let passwd = try host.files.read("/etc/passwd") else {
