@@ -4,6 +4,8 @@ import YAML
 /// Renders the result of a plan or apply pass for people and for machines.
 struct PassReport {
     var entries: [Engine.Entry]
+    /// For a plan: what `apply --plan` needs to apply exactly it (see `SavedPlan`).
+    var saved: SavedPlan.Context? = nil
 
     var pendingChanges: Int {
         entries.reduce(0) { n, e in
@@ -73,10 +75,18 @@ struct PassReport {
     }
 
     var json: JSONValue {
-        .object([
-            "pendingChanges": .int(pendingChanges),
-            "converged": .bool(converged),
-            "reconcilers": .array(entries.map { e in
+        var top: [JSONValue.Member] = []
+        if let saved {
+            top.append(.init("format", .string(SavedPlan.format)))
+            top.append(.init("state", .object(["path": .string(saved.statePath), "sha256": .string(saved.stateSHA256)])))
+            top.append(.init("root", .string(saved.root)))
+            top.append(.init("kubeconfig", saved.kubeconfig.map(JSONValue.string) ?? .null))
+            top.append(.init("only", saved.only.map { .array($0.map { .string($0.rawValue) }.sorted { $0.string! < $1.string! }) } ?? .null))
+        }
+        return .object(top + [
+            .init("pendingChanges", .int(pendingChanges)),
+            .init("converged", .bool(converged)),
+            .init("reconcilers", .array(entries.map { e in
                 var members: [JSONValue.Member] = [.init("name", .string(e.name.rawValue)), .init("seconds", .double(e.seconds))]
                 if let note = e.note { members.append(.init("note", .string(note))) }
                 switch e.outcome {
@@ -90,6 +100,7 @@ struct PassReport {
                 case .planned(let changes):
                     members.append(.init("outcome", .string("planned")))
                     members.append(.init("changes", .array(changes.map(\.json))))
+                    members.append(.init("fingerprint", .string(Change.fingerprint(changes))))
                 case .applied(let changes, let c):
                     members.append(.init("outcome", .string("applied")))
                     members.append(.init("changes", .array(changes.map(\.json))))
@@ -99,7 +110,7 @@ struct PassReport {
                     members.append(.init("condition", c.json))
                 }
                 return .object(members)
-            }),
+            })),
         ])
     }
 }

@@ -61,6 +61,12 @@ struct StateOptions: ParsableArguments {
     /// Loads and validates the desired state, printing its diagnostics on failure.
     func load() throws -> Platform { try Self.load(state: state, root: root) }
 
+    /// The desired-state file this pass reads, as an absolute path.
+    func statePath() -> String {
+        let path = state ?? Host.node(root: root).files.hostPath(StateOptions.lastApplied)
+        return path.hasPrefix("/") ? path : K3sPin.currentDirectory() + "/" + path
+    }
+
     /// - Parameters:
     ///   - state: the file; nil for the revision the agent last applied (in its state
     ///     directory, under `root`).
@@ -94,16 +100,21 @@ extension Substring {
 extension StateOptions {
     /// Loads the desired state, runs one plan or apply pass over it and prints the report.
     /// - Returns: the report, for the command to turn into its exit status.
-    func pass(apply: Bool, output: OutputFormat, options: PassOptions = PassOptions(), settle: Duration = .zero) async throws -> PassReport {
+    func pass(apply: Bool, output: OutputFormat, options: PassOptions = PassOptions(), settle: Duration = .zero,
+              expected: [ReconcilerName: String]? = nil) async throws -> PassReport {
         let platform = try load()
         let engine = try engine(options)
         let only = try selection()
         let entries = apply
-            ? await engine.apply(platform, only: only, settle: settle) { entry in
+            ? await engine.apply(platform, only: only, settle: settle, expected: expected) { entry in
                 Terminal.error("[\(entry.name)] \(PassReport.summary(entry.outcome)) (\(PassReport.seconds(entry.seconds)))")
             }
             : await engine.plan(platform, only: only)
-        let report = PassReport(entries: entries)
+        var report = PassReport(entries: entries)
+        if !apply {
+            let path = statePath()
+            report.saved = SavedPlan.Context(statePath: path, stateSHA256: try SavedPlan.digest(path), root: root, kubeconfig: kubeconfig, only: only)
+        }
         switch output {
         case .text: print(report.text(title: "\(apply ? "Applied" : "Plan for") \(platform.name)"), terminator: "")
         case .json: print(report.json.jsonText)
@@ -120,11 +131,18 @@ struct Plan: AsyncParsableCommand {
 
     @OptionGroup var options: StateOptions
 
-    @Option(name: .shortAndLong, help: "Output format: text or json.")
+    @Option(name: .shortAndLong, help: "Output format: text or json (the json is a saved plan: `apply --plan FILE` applies exactly it).")
     var output: OutputFormat = .text
+
+    @Option(name: .long, help: ArgumentHelp("Also save the plan (json) to this file, mode 0600, for `nodeagent apply --plan FILE`.", valueName: "FILE"))
+    var out: String?
 
     func run() async throws {
         let report = try await options.pass(apply: false, output: output)
+        if let out {
+            let path = out.hasPrefix("/") ? out : K3sPin.currentDirectory() + "/" + out
+            try RootedFileSystem(root: "/").write(path, Array((report.json.jsonText + "\n").utf8), mode: 0o600)
+        }
         if report.hasErrors { throw ExitCode.failure }
         if report.pendingChanges > 0 { throw ExitCode(2) }
     }
@@ -153,9 +171,49 @@ struct Apply: AsyncParsableCommand {
                                             valueName: "DURATION"))
     var wait: String = "0s"
 
+    @Option(name: .long, help: ArgumentHelp("Apply exactly this saved plan (`nodeagent plan -o json --out FILE`); refused, changing nothing, if the desired state or the node changed since.",
+                                            valueName: "FILE"))
+    var plan: String?
+
     func validate() throws {
         _ = try passOptions()
         _ = try settle()
+        if plan != nil, options.state != nil || options.only != nil || options.kubeconfig != nil || options.root != "/" {
+            throw ValidationError("--plan carries its own --state, --only, --root and --kubeconfig: give none of them with it")
+        }
+    }
+
+    /// The options a saved plan was made with, and its fingerprints, once it is known to hold
+    /// for the desired state; exits 1 (changing nothing) when it does not.
+    func savedPlan(_ file: String) async throws -> (StateOptions, [ReconcilerName: String]) {
+        let saved = try SavedPlan.load(file)
+        let ctx = saved.context
+        let now = try SavedPlan.digest(ctx.statePath)
+        guard now == ctx.stateSHA256 else {
+            Terminal.error("error: the plan is stale: \(ctx.statePath) changed since the plan was made (sha256 \(ctx.stateSHA256.prefix(12)) → \(now.prefix(12))); nothing applied: plan again")
+            throw ExitCode.failure
+        }
+        var options = try StateOptions.parse([])
+        options.state = ctx.statePath
+        options.root = ctx.root
+        options.kubeconfig = ctx.kubeconfig
+        options.only = ctx.only.map { $0.map(\.rawValue).sorted().joined(separator: ",") }
+        // Every reconciler checked before the first is applied: a stale plan changes nothing.
+        let entries = await try options.engine(try passOptions()).plan(try options.load(), only: ctx.only)
+        var stale: [String] = []
+        for entry in entries {
+            guard case .planned(let changes) = entry.outcome else { continue }
+            let expected = saved.fingerprints[entry.name] ?? Change.fingerprint([])
+            if Change.fingerprint(changes) != expected {
+                stale.append("\(entry.name): now \(changes.count) change\(changes.count == 1 ? "" : "s")\(changes.isEmpty ? "" : ": " + changes.map(\.subject).joined(separator: ", "))")
+            }
+        }
+        guard stale.isEmpty else {
+            Terminal.error("error: the plan is stale: the node changed since the plan was made; nothing applied: plan again")
+            for line in stale { Terminal.error("  \(line)") }
+            throw ExitCode.failure
+        }
+        return (options, saved.fingerprints)
     }
 
     func settle() throws -> Duration {
@@ -181,7 +239,10 @@ struct Apply: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let report = try await options.pass(apply: true, output: output, options: try passOptions(), settle: try settle())
+        var options = self.options
+        var expected: [ReconcilerName: String]?
+        if let plan { (options, expected) = try await savedPlan(plan) }
+        let report = try await options.pass(apply: true, output: output, options: try passOptions(), settle: try settle(), expected: expected)
         if !report.converged {
             Terminal.error("error: not converged: \(report.unconverged.joined(separator: ", "))")
             throw ExitCode.failure

@@ -605,3 +605,52 @@ struct K3sFidelityTests {
         #expect(JSONValue(values)["configs"]?["params"]?["x"]?.string == "y", "the release's own values stay")
     }
 }
+
+/// `plan -o json --out FILE` then `apply --plan FILE`: exactly that plan, or nothing.
+@Suite("Saved plans", .serialized)
+struct SavedPlanTests {
+    @Test func applyPlanAppliesTheSavedPlanAndRefusesAStaleOne() async throws {
+        let lab = try await ClusterLab()
+        defer { lab.stop() }
+        let state = lab.root + "/platform.yaml"
+        try ("apiVersion: nodeagent/v1\nkind: Platform\nmetadata: {name: vps-1}\nspec:\n  helmReleases:\n" + ClusterReconcilerTests.releases)
+            .write(toFile: state, atomically: true, encoding: .utf8)
+        let planFile = lab.root + "/plan.json"
+        func plan() async throws -> CommandResult {
+            try await Binary.run(["plan", "--state", state, "--only", "helm", "--kubeconfig", lab.kubeconfig, "--root", lab.root, "-o", "json", "--out", planFile])
+        }
+        let planned = try await plan()
+        #expect(planned.exitCode == 2, "\(planned.stderr)")
+        var st = stat()
+        #expect(stat(planFile, &st) == 0 && st.st_mode & 0o777 == 0o600, "the plan file is 0600")
+        let saved = try String(contentsOfFile: planFile, encoding: .utf8)
+        #expect(saved.contains("\"format\":\"nodeagent-plan/v1\"") && saved.contains("\"only\":[\"helm\"]"), "\(saved)")
+        #expect(!saved.contains("pg-Secret-7f3a9"), "no secret in a plan")
+
+        // The node changes: another client creates one of the planned objects. Refused, nothing written.
+        let stale = lab.server.requests.count
+        lab.server.put(KubeTestServer.helmChart, namespace: "kube-system", .object([
+            "apiVersion": .string("helm.cattle.io/v1"), "kind": .string("HelmChart"),
+            "metadata": .object(["name": .string("argocd"), "namespace": .string("kube-system")]), "spec": .object(["chart": .string("other")]),
+        ]))
+        let refused = try await Binary.run(["apply", "--plan", planFile])
+        #expect(refused.exitCode == 1 && refused.stderr.contains("the plan is stale: the node changed since the plan was made"), "\(refused.stderr)")
+        #expect(refused.stderr.contains("helm: now"), "\(refused.stderr)")
+        #expect(!lab.server.requests.dropFirst(stale).contains { $0.hasPrefix("PATCH") || $0.hasPrefix("DELETE") }, "nothing applied")
+
+        // A fresh plan applies: exactly its changes, with no other flag.
+        _ = try await plan()
+        let applied = try await Binary.run(["apply", "--plan", planFile])
+        #expect(applied.stdout.contains("3 changes applied"), "\(applied.stdout)\(applied.stderr)")
+        #expect(lab.chart("postgresql") != nil && lab.chart("argocd")?["spec"]?["chart"]?.string == "argo-cd")
+
+        // The desired state changes after the plan: refused too.
+        _ = try await plan()
+        try (try String(contentsOfFile: state, encoding: .utf8)).replacingOccurrences(of: "size: 20Gi", with: "size: 30Gi").write(toFile: state, atomically: true, encoding: .utf8)
+        let edited = try await Binary.run(["apply", "--plan", planFile])
+        #expect(edited.exitCode == 1 && edited.stderr.contains("changed since the plan was made (sha256"), "\(edited.stderr)")
+        // A plan carries its own selection and flags.
+        let mixed = try await Binary.run(["apply", "--plan", planFile, "--only", "helm"])
+        #expect(mixed.exitCode == 1 && mixed.stderr.contains("--plan carries its own"), "\(mixed.stderr)")
+    }
+}

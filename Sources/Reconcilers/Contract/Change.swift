@@ -44,6 +44,16 @@ public struct Change: Sendable, Equatable, CustomStringConvertible {
         self.operation = operation
     }
 
+    /// What a saved plan records of a reconciler's changes, to tell at apply time whether the
+    /// plan still holds: every change as it prints (action, subject, detail, diff), less the
+    /// lines of the time stamp a change of a HelmChart carries (taken anew by each plan).
+    public static func fingerprint(_ changes: [Change]) -> String {
+        let text = changes.map { change in
+            change.description.split(separator: "\n").filter { !$0.contains(ReleaseHealth.specAppliedAnnotation) }.joined(separator: "\n")
+        }.joined(separator: "\n--\n")
+        return Digest.sha256Hex(Array(text.utf8))
+    }
+
     /// A step shown but not taken yet: it waits for something to become Ready first.
     public var isHeld: Bool {
         if case .custom(let key) = operation { return key.hasPrefix("wait ") }

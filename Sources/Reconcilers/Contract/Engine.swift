@@ -7,7 +7,9 @@ public struct AnyReconciler: Sendable {
     let isDeclared: @Sendable (Platform) -> Bool
     /// One pass: observe and plan; with `apply`, then apply and verify (or, for an empty
     /// plan, report the converged state without applying or observing again).
-    let pass: @Sendable (Platform, _ apply: Bool, _ settle: Duration, _ clock: any WallClock) async throws -> (changes: [Change], condition: Condition?)
+    /// `approve` sees the plan before anything is applied, and may refuse it by throwing.
+    let pass: @Sendable (Platform, _ apply: Bool, _ settle: Duration, _ clock: any WallClock,
+                         _ approve: @Sendable ([Change]) throws -> Void) async throws -> (changes: [Change], condition: Condition?)
 
     public init<R: Reconciler>(_ reconciler: R) {
         name = R.name
@@ -15,10 +17,11 @@ public struct AnyReconciler: Sendable {
         owns = reconciler.owns
         proceedsWhileDependenciesProgress = R.proceedsWhileDependenciesProgress
         isDeclared = { reconciler.desired(from: $0) != nil }
-        pass = { platform, apply, settle, clock in
+        pass = { platform, apply, settle, clock, approve in
             guard let desired = reconciler.desired(from: platform) else { return ([], apply ? .ready() : nil) }
             let observed = try await reconciler.observe(desired)
             let changes = try reconciler.plan(desired, observed)
+            if apply { try approve(changes) }
             var condition: Condition
             if changes.isEmpty {
                 condition = reconciler.converged(desired, observed)
@@ -131,13 +134,15 @@ public struct Engine: Sendable {
     ///   - settle: how long to keep verifying a reconciler that reports Progressing (an
     ///     install Job running) before moving on; zero to move on at once.
     ///   - progress: called after each reconciler finishes, for progress output.
+    ///   - expected: a saved plan's fingerprint per reconciler (`Change.fingerprint`): a
+    ///     reconciler whose plan now differs is not applied (`PlanStale`), nor are its dependents.
     public func apply(_ platform: Platform, only: Set<ReconcilerName>? = nil, settle: Duration = .zero,
-                      progress: @Sendable (Entry) -> Void = { _ in }) async -> [Entry] {
-        await pass(platform, only: only, apply: true, settle: settle, progress: progress)
+                      expected: [ReconcilerName: String]? = nil, progress: @Sendable (Entry) -> Void = { _ in }) async -> [Entry] {
+        await pass(platform, only: only, apply: true, settle: settle, expected: expected, progress: progress)
     }
 
     private func pass(_ platform: Platform, only: Set<ReconcilerName>?, apply: Bool, settle: Duration,
-                      progress: @Sendable (Entry) -> Void) async -> [Entry] {
+                      expected: [ReconcilerName: String]? = nil, progress: @Sendable (Entry) -> Void) async -> [Entry] {
         var entries: [Entry] = []
         var failed = Set<ReconcilerName>()
         var progressing = Set<ReconcilerName>()
@@ -161,7 +166,7 @@ public struct Engine: Sendable {
                 }) {
                     outcome = .blocked(by: blocker)
                 } else {
-                    (outcome, note) = await run(reconciler, platform, apply: apply, settle: settle)
+                    (outcome, note) = await run(reconciler, platform, apply: apply, settle: settle, expected: expected.map { $0[name] ?? Change.fingerprint([]) })
                 }
             } else {
                 let section = ReconcilerName.all.first { $0.name == name }!.section
@@ -185,9 +190,13 @@ public struct Engine: Sendable {
         return entries
     }
 
-    private func run(_ reconciler: AnyReconciler, _ platform: Platform, apply: Bool, settle: Duration) async -> (Outcome, String?) {
+    private func run(_ reconciler: AnyReconciler, _ platform: Platform, apply: Bool, settle: Duration, expected: String?) async -> (Outcome, String?) {
         do {
-            let (changes, condition) = try await reconciler.pass(platform, apply, settle, clock)
+            let (changes, condition) = try await reconciler.pass(platform, apply, settle, clock) { changes in
+                guard let expected, Change.fingerprint(changes) != expected else { return }
+                throw ReconcileError(.failed, reason: "PlanStale",
+                                     "the node changed since the plan was made: now \(changes.count) change\(changes.count == 1 ? "" : "s") (\(changes.map(\.subject).joined(separator: ", "))); nothing applied: plan again")
+            }
             let note = changes.isEmpty && condition?.message.isEmpty == false ? condition?.message : nil
             guard apply, let condition else { return (.planned(changes), note) }
             return (.applied(changes, condition), nil)
