@@ -99,7 +99,7 @@ public struct AlertingReconciler: Reconciler {
         guard let release = desired.release else { return }
         let api = try cluster.api()
         do {
-            try await ObjectSync.apply(changes, desired: try await objects(desired, release: release, api: api).objects, api: api)
+            try await ObjectSync.apply(changes, api: api)
         } catch {
             throw ReconcileError.kube(error, doing: "applying the monitoring objects")
         }

@@ -79,8 +79,7 @@ public struct ArgoCDReconciler: Reconciler {
     }
 
     public func apply(_ changes: [Change], desired: Desired) async throws {
-        let objects = try ClusterRender.argocd(desired.spec, secrets: .files(host.files))
-        try await ObjectSync.apply(changes, desired: objects, api: try cluster.api())
+        try await ObjectSync.apply(changes, api: try cluster.api())
     }
 
     public func verify(_ desired: Desired) async throws -> Condition {

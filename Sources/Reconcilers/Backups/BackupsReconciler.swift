@@ -36,11 +36,11 @@ public struct BackupsReconciler: Reconciler {
 
     public func plan(_ desired: Desired, _ observed: Observed) throws -> [Change] {
         guard !observed.directoryExists else { return [] }
-        return [Change(.create, "directory \(desired.spec.directory)", detail: "(mode 0700, for the dumps)", operation: .custom("mkdir"))]
+        return [Change(.create, "directory \(desired.spec.directory)", detail: "(mode 0700, for the dumps)", operation: .makeDirectory(path: desired.spec.directory.value, mode: 0o700))]
     }
 
     public func apply(_ changes: [Change], desired: Desired) async throws {
-        try host.files.makeDirectory(desired.spec.directory.value, mode: 0o700)
+        for case .makeDirectory(let path, let mode) in changes.map(\.operation) { try host.files.makeDirectory(path, mode: mode) }
     }
 
     public func verify(_ desired: Desired) async throws -> Condition {

@@ -46,7 +46,7 @@ enum ObjectSync {
             let stamped = object.stamped
             guard let current = observed.current[object.ref] else {
                 let lines = object.isSecret ? ["(a Secret: its values are not shown)"] : stamped.yamlText.split(separator: "\n").map { "+ \($0)" }
-                changes.append(Change(.create, object.subject, diff: lines, operation: .custom(applyKey(object))))
+                changes.append(Change(.create, object.subject, diff: lines, operation: .applyObject(object.ref, stamped)))
                 continue
             }
             var drift = differences(stamped, current, secret: object.isSecret, path: [])
@@ -56,25 +56,25 @@ enum ObjectSync {
             let own = drift.filter { $0.hasPrefix("~ metadata.annotations.nodeagent/") }
             drift.removeAll { $0.hasPrefix("~ metadata.annotations.nodeagent/") }
             if drift.isEmpty, !own.isEmpty { drift = ["~ (a field nodeagent set before is no longer in the desired state)"] }
-            changes.append(Change(.update, object.subject, diff: drift, operation: .custom(applyKey(object))))
+            changes.append(Change(.update, object.subject, diff: drift, operation: .applyObject(object.ref, stamped)))
         }
         for ref in observed.stale {
             changes.append(Change(.delete, KubeObject(ref: ref, body: .null).subject.replacingFirstWord(with: ref.plural),
-                                  detail: "(no longer in the desired state)", operation: .custom(deleteKey(ref))))
+                                  detail: "(no longer in the desired state)", operation: .deleteObject(ref)))
         }
         return changes
     }
 
-    /// Applies the desired objects the changes name, in the desired order, then deletes.
-    static func apply(_ changes: [Change], desired: [KubeObject], api: KubeAPI) async throws {
-        let keys = Set(changes.compactMap { if case .custom(let k) = $0.operation { return k } else { return nil } })
+    /// Takes the planned steps, in the plan's order (the desired objects in the desired order,
+    /// then the deletes): each object exactly as the plan rendered it.
+    static func apply(_ changes: [Change], api: KubeAPI) async throws {
         do {
-            for object in desired where keys.contains(applyKey(object)) {
-                _ = try await api.apply(object.stamped, to: object.ref)
-            }
-            for key in keys where key.hasPrefix("delete ") {
-                guard let ref = ref(fromDeleteKey: key) else { continue }
-                try await api.delete(ref)
+            for change in changes {
+                switch change.operation {
+                case .applyObject(let ref, let body): _ = try await api.apply(body, to: ref)
+                case .deleteObject(let ref): try await api.delete(ref)
+                default: continue
+                }
             }
         } catch {
             throw ReconcileError.kube(error, doing: "applying")
@@ -109,18 +109,6 @@ enum ObjectSync {
     }
 
     // MARK: -
-
-    static func applyKey(_ object: KubeObject) -> String { "apply \(object.subject)" }
-
-    static func deleteKey(_ ref: ResourceRef) -> String {
-        "delete " + [ref.group, ref.version, ref.plural, ref.namespace ?? "", ref.name ?? ""].joined(separator: "|")
-    }
-
-    static func ref(fromDeleteKey key: String) -> ResourceRef? {
-        let parts = key.dropFirst("delete ".count).split(separator: "|", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count == 5 else { return nil }
-        return ResourceRef(group: parts[0], version: parts[1], plural: parts[2], namespace: parts[3].isEmpty ? nil : parts[3], name: parts[4])
-    }
 
     /// The fields of `desired` that `current` lacks or holds differently, as plan lines.
     /// Maps are compared key by key (extra keys in the cluster are fine), lists item by item.

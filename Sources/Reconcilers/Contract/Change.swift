@@ -1,3 +1,6 @@
+public import KubeClient
+public import YAML
+
 /// One step a plan wants to take, as a plain value: what, to which resource, and how.
 ///
 /// It prints as one line of a human diff (`+ wireguard peer laptop 10.8.0.2/32`,
@@ -22,6 +25,15 @@ public struct Change: Sendable, Equatable, CustomStringConvertible {
         case writeFile(path: String, before: [UInt8]?, after: [UInt8], mode: UInt32)
         case removeFile(path: String)
         case runCommand([String])
+        /// Server-side apply of this object, exactly as planned (rendered, stamped, secret
+        /// values included: never printed, only its subject and diff are).
+        case applyObject(ResourceRef, JSONValue)
+        /// Delete this object (one nodeagent labelled as its own).
+        case deleteObject(ResourceRef)
+        /// Shown but not taken: it waits for what the reason names (a release's dependsOn).
+        case hold(String)
+        /// Make a directory with this mode, if missing.
+        case makeDirectory(path: String, mode: UInt32)
         /// A step only the reconciler that planned it knows how to take, named by a key it chose.
         case custom(String)
     }
@@ -56,7 +68,7 @@ public struct Change: Sendable, Equatable, CustomStringConvertible {
 
     /// A step shown but not taken yet: it waits for something to become Ready first.
     public var isHeld: Bool {
-        if case .custom(let key) = operation { return key.hasPrefix("wait ") }
+        if case .hold = operation { return true }
         return false
     }
 

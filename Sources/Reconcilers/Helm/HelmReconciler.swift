@@ -120,7 +120,7 @@ public struct HelmReconciler: Reconciler {
                 continue
             }
             // Held back: shown, never applied, until what it depends on is Ready.
-            changes.append(Change(.run, change.subject, detail: "waits for dependsOn: \(waits)", operation: .custom("wait \(change.subject)")))
+            changes.append(Change(.run, change.subject, detail: "waits for dependsOn: \(waits)", operation: .hold("dependsOn: \(waits)")))
         }
         return changes
     }
@@ -149,9 +149,7 @@ public struct HelmReconciler: Reconciler {
     }
 
     public func apply(_ changes: [Change], desired: Desired) async throws {
-        let api = try cluster.api()
-        let (objects, _) = try await objects(desired, api: api)
-        try await ObjectSync.apply(changes, desired: objects, api: api)
+        try await ObjectSync.apply(changes, api: try cluster.api())
     }
 
     public func verify(_ desired: Desired) async throws -> Condition {
