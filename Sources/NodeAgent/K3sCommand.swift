@@ -98,7 +98,7 @@ struct K3sPin: AsyncParsableCommand {
 
     static func fetch(_ url: String) async throws -> String {
         var template = Array("/tmp/nodeagent-pin-XXXXXX".utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }   // read back only, never executed
         guard fd >= 0 else { throw ValidationError("cannot create a temp file") }
         let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
         defer {

@@ -1,6 +1,7 @@
 import Foundation
 #if canImport(Glibc)
 import Glibc
+import Reconcilers
 #endif
 
 /// A misbehaving copy of a real tool (`nft`, `wg`, `pg_dump`), for fault injection: a script in
@@ -60,10 +61,12 @@ public struct StandInTool: Sendable {
             \(misbehave)
 
             """
-        try script.write(toFile: directory + "/" + name, atomically: true, encoding: .utf8)
-        chmod(directory + "/" + name, 0o755)
+        // Written with close-on-exec descriptors: a process another test thread starts at the
+        // same moment must not inherit one open for writing (exec would fail with ETXTBSY).
+        let files = RootedFileSystem(root: "/")
+        try files.write(directory + "/" + name, Array(script.utf8), mode: 0o755)
         for program in copies {
-            try FileManager.default.copyItem(atPath: program, toPath: directory + "/" + (program as NSString).lastPathComponent)
+            try files.write(directory + "/" + (program as NSString).lastPathComponent, try files.read(program) ?? [], mode: 0o755)
         }
     }
 

@@ -34,8 +34,26 @@ public struct Change: Sendable, Equatable, CustomStringConvertible {
         case hold(String)
         /// Make a directory with this mode, if missing.
         case makeDirectory(path: String, mode: UInt32)
-        /// A step only the reconciler that planned it knows how to take, named by a key it chose.
-        case custom(String)
+        /// Load this nftables table (its body, as `nft -f` reads it) in one transaction.
+        case loadRuleset(String)
+        /// One step on a network interface and its WireGuard device.
+        case interface(InterfaceStep)
+        /// K3s: download the binary from `url` and install it once its SHA-256 is `sha256`.
+        case installBinary(url: String, sha256: String)
+        case enableService(String)
+        case restartService(String)
+    }
+
+    /// The steps of a WireGuard interface, each with what it sets.
+    public enum InterfaceStep: Sendable, Equatable {
+        /// A new private key into this file (generated on the node, never shown).
+        case generateKey(file: String)
+        case createLink(String)
+        case setAddress(interface: String, address: String)
+        case setMTU(interface: String, mtu: Int)
+        case bringUp(String)
+        /// `wg syncconf` of the key, port and peers (read from their files at that moment).
+        case syncDevice(String)
     }
 
     public var action: Action

@@ -76,7 +76,7 @@ public struct FirewallReconciler: Reconciler {
                                  "this firewall change was rolled back because it was not confirmed in time; it will not be retried until spec.firewall changes (or run `nodeagent confirm --reset`)")
         }
         let subject = "nftables table \(NftRuleset.table)"
-        let operation = Change.Operation.custom("load-table")
+        let operation = Change.Operation.loadRuleset(desired.ruleset.table)
         guard let live = observed.live else {
             return [Change(.create, subject, diff: TextDiff.lines(from: [], to: Array(script.utf8)), operation: operation)]
         }
@@ -97,7 +97,9 @@ public struct FirewallReconciler: Reconciler {
 
     public func apply(_ changes: [Change], desired: Desired) async throws {
         let commands = host.commands
-        let transaction = desired.ruleset.transaction
+        // Exactly the ruleset the plan showed.
+        guard let table = changes.lazy.compactMap({ if case .loadRuleset(let t) = $0.operation { return t } else { return nil } }).first else { return }
+        let transaction = NftRuleset.transaction(for: table)
         // 1. Refuse a ruleset the kernel would refuse, before anything is armed or changed.
         let check = try await commands.run(Nft.command(["-c", "-f", "-"], input: transaction))
         guard check.succeeded else {
@@ -109,7 +111,7 @@ public struct FirewallReconciler: Reconciler {
         let previous = try await Nft.listTable(commands)
         try state.saveRollback(NftRuleset.deleteOurTable + (previous ?? ""))
         try state.clearReverted()
-        try state.arm(pending: desired.ruleset.table, after: options.revertAfter, byOperator: options.confirmWithin != nil)
+        try state.arm(pending: table, after: options.revertAfter, byOperator: options.confirmWithin != nil)
         // 3. Load, check, record.
         do {
             try await commands.check(Nft.command(["-f", "-"], input: transaction))
@@ -118,7 +120,7 @@ public struct FirewallReconciler: Reconciler {
             guard let live = try await Nft.listTable(commands), live.contains("chain prerouting"), live.contains("chain input") else {
                 throw ReconcileError(.failed, reason: "NotLoaded", "the table is not in the kernel after loading it")
             }
-            try state.saveApplied(FirewallState.Applied(script: desired.ruleset.table, listing: live))
+            try state.saveApplied(FirewallState.Applied(script: table, listing: live))
         } catch {
             // Roll back now; if even that fails, the armed timer stays to try again.
             if (try? await commands.check(Nft.command(["-f", state.hostPath(FirewallState.rollbackFile)]))) != nil {

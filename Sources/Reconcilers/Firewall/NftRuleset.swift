@@ -92,7 +92,9 @@ public struct NftRuleset: Sendable, Equatable {
 
     /// One transaction that replaces only our table: creating it first makes the delete valid
     /// when it does not exist yet. `nft -f` applies all of it or none of it.
-    public var transaction: String {
+    public var transaction: String { Self.transaction(for: table) }
+
+    public static func transaction(for table: String) -> String {
         "table inet nodeagent\ndelete table inet nodeagent\n" + table
     }
 

@@ -151,11 +151,19 @@ public struct RootedFileSystem: FileSystem {
         let slash = full.lastIndex(of: "/")!
         let directory = slash == full.startIndex ? "/" : String(full[..<slash])
         try makeDirectories(directory)
-        var template = Array("\(directory)/.\(full[full.index(after: slash)...]).nodeagent-XXXXXX".utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        // Close-on-exec from the start (not mkstemp and then fcntl): a command another thread
+        // starts in between must not inherit it — a file open for writing in any process
+        // cannot be executed (ETXTBSY).
+        var fd: Int32 = -1
+        var temp = ""
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<100 where fd < 0 {
+            let suffix = (0..<6).map { _ in String(Int.random(in: 0..<36, using: &generator), radix: 36) }.joined()
+            temp = "\(directory)/.\(full[full.index(after: slash)...]).nodeagent-\(suffix)"
+            fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            if fd < 0, errno != EEXIST { break }
+        }
         guard fd >= 0 else { throw FileSystemError(operation: "create a temp file in", path: directory, errno: errno) }
-        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        let temp = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var closed = false
         defer {
             if !closed { close(fd) }

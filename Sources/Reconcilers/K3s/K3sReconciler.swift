@@ -114,7 +114,7 @@ public struct K3sReconciler: Reconciler {
                 let from = observed.binarySHA256 == nil ? nil : (observed.installedVersion?.description ?? "an unknown version")
                 changes.append(Change(from == nil ? .create : .update, "k3s binary \(K3sFiles.binary)",
                                       detail: from.map { "\($0) → \(wanted)" } ?? "\(wanted) from \(K3sFiles.url(desired.spec))",
-                                      operation: .custom("install-binary")))
+                                      operation: .installBinary(url: K3sFiles.url(desired.spec), sha256: desired.spec.sha256.hex)))
             }
             if observed.config != desired.config {
                 changes.append(Change(observed.config == nil ? .create : .update, "file \(K3sFiles.config)",
@@ -125,17 +125,17 @@ public struct K3sReconciler: Reconciler {
                                       operation: .writeFile(path: K3sFiles.unit, before: observed.unit, after: K3sFiles.unitText, mode: 0o644)))
             }
             if !observed.enabled {
-                changes.append(Change(.run, "unit \(K3sFiles.unitName)", detail: "enable", operation: .custom("enable")))
+                changes.append(Change(.run, "unit \(K3sFiles.unitName)", detail: "enable", operation: .enableService(K3sFiles.unitName)))
             }
         }
         // The right binary on disk but another version running: it was never restarted.
         let staleProcess = observed.binarySHA256 == desired.spec.sha256.hex && observed.nodeVersion.map { $0 != wanted.description } == true
-        if !changes.filter({ $0.operation != .custom("enable") }).isEmpty || !observed.active || staleProcess {
+        if !changes.filter({ $0.operation != .enableService(K3sFiles.unitName) }).isEmpty || !observed.active || staleProcess {
             let verb = observed.active ? "restart" : "start"
             changes.append(Change(.run, "unit \(K3sFiles.unitName)",
                                   detail: "\(verb), then wait up to \(desired.spec.readyTimeout) for the node to be Ready"
                                       + (rolledBack ? "" : " (else roll back)"),
-                                  operation: .custom("restart")))
+                                  operation: .restartService(K3sFiles.unitName)))
         }
         return changes
     }
@@ -143,13 +143,17 @@ public struct K3sReconciler: Reconciler {
     public func apply(_ changes: [Change], desired: Desired) async throws {
         let operations = changes.map(\.operation)
         var record = K3sRecord(try host.files.read(K3sFiles.record))
-        let newBinary = operations.contains(.custom("install-binary"))
+        // Exactly what the plan says: the URL and checksum it showed, the config it diffed.
+        let install = operations.lazy.compactMap { op -> (url: String, sha256: String)? in
+            if case .installBinary(let url, let sha) = op { return (url, sha) } else { return nil }
+        }.first
+        let newBinary = install != nil
         let changesFiles = newBinary || operations.contains { if case .writeFile = $0 { return true } else { return false } }
         // After a rollback only a start is ever planned, and what runs is the old version.
         let rolledBack = record.failedDigest == desired.digest
         // 1. The new binary, verified, before anything on the node changes.
         if newBinary {
-            try await K3sBinary.fetch(K3sFiles.url(desired.spec), to: hostPath(K3sFiles.download), expect: desired.spec.sha256.hex, log: options.log)
+            try await K3sBinary.fetch(install!.url, to: hostPath(K3sFiles.download), expect: install!.sha256, log: options.log)
         }
         // 2. A snapshot of what runs now, for the rollback.
         let currentSHA = try Digest.sha256Hex(file: hostPath(K3sFiles.binary))
@@ -160,10 +164,13 @@ public struct K3sReconciler: Reconciler {
         do {
             if newBinary { try K3sBinary.install(hostPath(K3sFiles.download), as: hostPath(K3sFiles.binary)) }
             try host.files.makeDirectory("/etc/rancher/k3s", mode: 0o755)
-            try host.files.writeIfChanged(K3sFiles.config, desired.config, mode: 0o644)
+            let config = operations.lazy.compactMap { op -> [UInt8]? in
+                if case .writeFile(K3sFiles.config, _, let after, _) = op { return after } else { return nil }
+            }.first ?? desired.config
+            try host.files.writeIfChanged(K3sFiles.config, config, mode: 0o644)
             try host.files.writeIfChanged(K3sFiles.unit, K3sFiles.unitText, mode: 0o644)
             try await host.services.reloadDaemon()
-            if operations.contains(.custom("enable")) { try await host.services.enable(K3sFiles.unitName) }
+            if operations.contains(.enableService(K3sFiles.unitName)) { try await host.services.enable(K3sFiles.unitName) }
             options.log("restarting \(K3sFiles.unitName) (K3s \(desired.spec.version))")
             let restarted = host.clock.now()
             try await host.services.restart(K3sFiles.unitName)

@@ -74,22 +74,22 @@ public struct WireGuardReconciler: Reconciler {
         let iface = desired.interface.name
         var changes: [Change] = []
         if observed.privateKey == nil {
-            changes.append(Change(.create, "file \(desired.privateKeyFile)", detail: "(a new private key, mode 0600)", operation: .custom("generate-key")))
+            changes.append(Change(.create, "file \(desired.privateKeyFile)", detail: "(a new private key, mode 0600)", operation: .interface(.generateKey(file: desired.privateKeyFile.value))))
         }
         if !observed.link.exists {
-            changes.append(Change(.create, "wireguard interface \(iface)", operation: .custom("create-link")))
+            changes.append(Change(.create, "wireguard interface \(iface)", operation: .interface(.createLink(iface))))
         }
         let wanted = [desired.address.description]
         if Set(observed.link.addresses) != Set(wanted) {
             changes.append(Change(observed.link.addresses.isEmpty ? .create : .update, "interface \(iface) address",
                                   detail: observed.link.addresses.isEmpty ? wanted[0] : "\(observed.link.addresses.joined(separator: ", ")) → \(wanted[0])",
-                                  operation: .custom("set-address")))
+                                  operation: .interface(.setAddress(interface: iface, address: wanted[0]))))
         }
         if let mtu = desired.mtu, observed.link.mtu != mtu {
-            changes.append(Change(.update, "interface \(iface) mtu", detail: "\(observed.link.mtu.map(String.init) ?? "none") → \(mtu)", operation: .custom("set-mtu")))
+            changes.append(Change(.update, "interface \(iface) mtu", detail: "\(observed.link.mtu.map(String.init) ?? "none") → \(mtu)", operation: .interface(.setMTU(interface: iface, mtu: mtu))))
         }
         if !observed.link.up {
-            changes.append(Change(.update, "interface \(iface) up", operation: .custom("set-up")))
+            changes.append(Change(.update, "interface \(iface) up", operation: .interface(.bringUp(iface))))
         }
         changes += planDevice(desired, observed)
         let config = Array(WireGuardConfig.server(desired).utf8)
@@ -105,7 +105,7 @@ public struct WireGuardReconciler: Reconciler {
     /// `wg syncconf`.
     private func planDevice(_ desired: WireGuardSpec, _ observed: Observed) -> [Change] {
         let iface = desired.interface.name
-        let sync = Change.Operation.custom("sync")
+        let sync = Change.Operation.interface(.syncDevice(iface))
         var changes: [Change] = []
         let device = observed.device ?? WireGuardDevice(publicKey: nil, listenPort: nil, peers: [])
         let fileKey = observed.privateKey.map { String(decoding: $0, as: UTF8.self).trimmingNewlines }
@@ -142,23 +142,24 @@ public struct WireGuardReconciler: Reconciler {
     public func apply(_ changes: [Change], desired: WireGuardSpec) async throws {
         let iface = desired.interface.name
         let commands = host.commands
-        let steps = Set(changes.compactMap { if case .custom(let step) = $0.operation { return step } else { return nil } })
-        if steps.contains("generate-key") {
+        let steps = changes.compactMap { if case .interface(let step) = $0.operation { return step } else { return nil } }
+        func has(_ match: (Change.InterfaceStep) -> Bool) -> Bool { steps.contains(where: match) }
+        if has({ if case .generateKey = $0 { return true } else { return false } }) {
             let key = try await commands.check(Command("wg", ["genkey"]))
             try host.files.makeDirectory(desired.privateKeyFile.directory, mode: 0o700)
             try host.files.write(desired.privateKeyFile.value, Array(key.stdout.utf8), mode: 0o600)
         }
-        if steps.contains("create-link") {
+        if has({ if case .createLink = $0 { return true } else { return false } }) {
             try await createLink(desired)
         }
-        if steps.contains("set-address") {
+        for case .setAddress(_, let address) in steps {
             try await commands.check(Command("ip", ["address", "flush", "dev", iface, "scope", "global"]))
-            try await commands.check(Command("ip", ["address", "add", desired.address.description, "dev", iface]))
+            try await commands.check(Command("ip", ["address", "add", address, "dev", iface]))
         }
-        if steps.contains("set-mtu"), let mtu = desired.mtu {
+        for case .setMTU(_, let mtu) in steps {
             try await commands.check(Command("ip", ["link", "set", "dev", iface, "mtu", String(mtu)]))
         }
-        if steps.contains("sync") {
+        if has({ if case .syncDevice = $0 { return true } else { return false } }) {
             guard let key = try secret(desired.privateKeyFile, for: "wireguard.privateKeyFile") else {
                 throw ReconcileError(.failed, reason: "KeyMissing", "\(desired.privateKeyFile) disappeared")
             }
@@ -176,7 +177,7 @@ public struct WireGuardReconciler: Reconciler {
             let config = WireGuardConfig.sync(desired, privateKey: privateKey, presharedKeys: psks)
             try await commands.check(Command("wg", ["syncconf", iface, "/dev/stdin"], input: Array(config.utf8), holdsSecrets: true))
         }
-        if steps.contains("set-up") || steps.contains("create-link") {
+        if has({ if case .bringUp = $0 { return true } else if case .createLink = $0 { return true } else { return false } }) {
             try await commands.check(Command("ip", ["link", "set", "dev", iface, "up"]))
         }
         for change in changes {
