@@ -8,7 +8,14 @@ extension Host {
     /// agent.yaml's `stateDirectory` puts it (the default without an agent.yaml).
     static func node(root: String, config: String = AgentConfig.defaultPath) -> Host {
         let path = RootedFileSystem(root: root).hostPath(config)
-        let state = (try? AgentConfig.load(path: path))?.stateDirectory.value ?? RootedFileSystem.defaultStateDirectory
+        var state = RootedFileSystem.defaultStateDirectory
+        if (try? RootedFileSystem(root: "/").read(path)) != nil {
+            do {
+                state = try AgentConfig.load(path: path).stateDirectory.value
+            } catch {
+                Terminal.error("warning: \(path) does not load (\(error.diagnostics.first?.description ?? "invalid")): nodeagent's state is taken to be in \(state)")
+            }
+        }
         return Host(root: root, stateDirectory: state)
     }
 }
@@ -188,6 +195,10 @@ struct Apply: AsyncParsableCommand {
     func savedPlan(_ file: String) async throws -> (StateOptions, [ReconcilerName: String]) {
         let saved = try SavedPlan.load(file)
         let ctx = saved.context
+        guard saved.unplanned.isEmpty else {
+            Terminal.error("error: the plan has reconcilers that could not plan: \(saved.unplanned.joined(separator: ", ")); it does not say what apply would do for them, so nothing is applied: fix them (or plan with --only) and plan again")
+            throw ExitCode.failure
+        }
         let now = try SavedPlan.digest(ctx.statePath)
         guard now == ctx.stateSHA256 else {
             Terminal.error("error: the plan is stale: \(ctx.statePath) changed since the plan was made (sha256 \(ctx.stateSHA256.prefix(12)) → \(now.prefix(12))); nothing applied: plan again")

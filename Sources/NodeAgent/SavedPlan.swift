@@ -28,6 +28,10 @@ enum SavedPlan {
     struct Loaded {
         var context: Context
         var fingerprints: [ReconcilerName: String]
+        /// Reconcilers that failed or were blocked when the plan was made: such a plan does
+        /// not say what apply would do for them, so it is not applied (as Terraform refuses to
+        /// apply a plan with errors).
+        var unplanned: [String]
     }
 
     static func load(_ path: String) throws -> Loaded {
@@ -44,13 +48,17 @@ enum SavedPlan {
             throw ExitCode.failure
         }
         var fingerprints: [ReconcilerName: String] = [:]
+        var unplanned: [String] = []
         for r in json["reconcilers"]?.array ?? [] {
-            guard let name = r["name"]?.string, let fingerprint = r["fingerprint"]?.string else { continue }
-            fingerprints[ReconcilerName(rawValue: name)] = fingerprint
+            guard let name = r["name"]?.string else { continue }
+            if ["failed", "blocked"].contains(r["outcome"]?.string ?? "") {
+                unplanned.append("\(name) (\(r["condition"]?["reason"]?.string ?? r["blockedBy"].flatMap { $0.string.map { "blocked by \($0)" } } ?? "failed"))")
+            }
+            if let fingerprint = r["fingerprint"]?.string { fingerprints[ReconcilerName(rawValue: name)] = fingerprint }
         }
         let only = json["only"]?.array.map { Set($0.compactMap(\.string).map(ReconcilerName.init(rawValue:))) }
         return Loaded(context: Context(statePath: statePath, stateSHA256: sha, root: root, kubeconfig: json["kubeconfig"]?.string, only: only),
-                      fingerprints: fingerprints)
+                      fingerprints: fingerprints, unplanned: unplanned)
     }
 
     /// The SHA-256 of the desired-state file as it is now.

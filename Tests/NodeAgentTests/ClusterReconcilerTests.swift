@@ -652,5 +652,13 @@ struct SavedPlanTests {
         // A plan carries its own selection and flags.
         let mixed = try await Binary.run(["apply", "--plan", planFile, "--only", "helm"])
         #expect(mixed.exitCode == 1 && mixed.stderr.contains("--plan carries its own"), "\(mixed.stderr)")
+        // A plan in which a reconciler could not plan (no cluster to ask) is not applied at all.
+        let broken = try await Binary.run(["plan", "--state", state, "--only", "helm", "--kubeconfig", lab.root + "/missing.yaml", "--root", lab.root,
+                                           "-o", "json", "--out", planFile])
+        #expect(broken.exitCode == 1)
+        let writes = lab.writes.count
+        let unplanned = try await Binary.run(["apply", "--plan", planFile])
+        #expect(unplanned.exitCode == 1 && unplanned.stderr.contains("reconcilers that could not plan: helm"), "\(unplanned.stderr)")
+        #expect(lab.writes.count == writes)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KubeClient
+import Logging
 @testable import NodeAgent
 @testable import Reconcilers
 import Synchronization
@@ -556,5 +557,24 @@ enum FirewallSpecFixture {
             #expect(error.kind == .tooLarge, "\(error)")
         }
         #expect(try await HTTPDownload.fetch("http://127.0.0.1:\(port)/big", to: fd, maxSize: 300_000, onChunk: { _ in }) == 200_000)
+    }
+}
+
+@Suite struct StateDirectoryMoveTests {
+    /// A node whose agent.yaml names another stateDirectory: the daemon moves what the default
+    /// holds there at start, keeping what the new one already has.
+    @Test func theDaemonMovesStateIntoANewStateDirectory() throws {
+        let root = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let files = RootedFileSystem(root: root)
+        try files.write("/var/lib/nodeagent/k3s/state.json", Array("{\"failedDigest\":\"x\"}\n".utf8), mode: 0o600)
+        try files.write("/var/lib/nodeagent/firewall/pending.nft", Array("table\n".utf8), mode: 0o600)
+        try files.write("/srv/state/firewall/applied.nft", Array("kept\n".utf8), mode: 0o600)
+        Run.moveState(root: root, to: "/srv/state", logger: Logger(label: "test"))
+        let moved = RootedFileSystem(root: root, stateDirectory: "/srv/state")
+        #expect(try moved.read("/var/lib/nodeagent/k3s/state.json") == Array("{\"failedDigest\":\"x\"}\n".utf8))
+        #expect(try moved.read("/var/lib/nodeagent/firewall/applied.nft") == Array("kept\n".utf8), "what the new directory has stays")
+        #expect(try files.read("/var/lib/nodeagent/firewall/pending.nft") != nil, "a directory the new one has is not merged: left for the operator")
+        #expect(!FileManager.default.fileExists(atPath: root + "/var/lib/nodeagent/k3s"))
     }
 }

@@ -51,6 +51,7 @@ struct Run: AsyncParsableCommand {
             let agent = try AgentConfig.loadForCommand(path: config)
             // All of nodeagent's state, the mirror included, under agent.yaml's stateDirectory.
             host = Host(root: root, stateDirectory: agent.stateDirectory.value)
+            Self.moveState(root: root, to: agent.stateDirectory.value, logger: logger)
             let mirror = host.files.hostPathOrSelf(ReconcileLoop.mirrorDirectory)
             source = .git(GitSource(config: agent.source, mirror: mirror, commands: host.commands, files: host.files))
             // Written 0644 by earlier user-data: it may name credential files, so root's only.
@@ -95,6 +96,26 @@ struct Run: AsyncParsableCommand {
 }
 
 extension Run {
+    /// A node whose agent.yaml names another `stateDirectory` than the default (an earlier
+    /// nodeagent kept all but the Git mirror in the default): what the default holds and the
+    /// new one lacks is moved over at start, so a pending firewall change, a rolled-back K3s
+    /// version or the backup state are not forgotten. A move across file systems is not
+    /// attempted: the log says what to move by hand.
+    static func moveState(root: String, to directory: String, logger: Logger) {
+        let old = RootedFileSystem(root: root)
+        let new = RootedFileSystem(root: root, stateDirectory: directory)
+        let from = old.hostPath(RootedFileSystem.defaultStateDirectory), to = new.hostPath(RootedFileSystem.defaultStateDirectory)
+        guard from != to, let entries = try? old.list(RootedFileSystem.defaultStateDirectory) ?? nil else { return }
+        try? new.makeDirectory(RootedFileSystem.defaultStateDirectory, mode: 0o700)
+        for entry in entries where (try? new.list(RootedFileSystem.defaultStateDirectory))??.contains(entry) != true {
+            if rename("\(from)/\(entry)", "\(to)/\(entry)") == 0 {
+                logger.notice("moved \(from)/\(entry) to the stateDirectory \(to)")
+            } else {
+                logger.error("cannot move \(from)/\(entry) to the stateDirectory \(to) (\(String(cString: strerror(errno)))): move it by hand")
+            }
+        }
+    }
+
     /// The soft limit of open files up to the hard one (the unit sets `LimitNOFILE=`; a daemon
     /// started otherwise still gets what the system allows), so clients at their cap never
     /// take the descriptors the reconcile loop needs.

@@ -34,12 +34,12 @@ public struct AnyReconciler: Sendable {
             // changes held back until something became Ready (a Helm release's dependsOn) are
             // applied once they no longer wait.
             // The engine's clock: tests of settling advance one instead of waiting.
-            let deadline = clock.now().adding(TimeSpan(milliseconds: Int64(settle.components.seconds * 1000
-                                                                             + settle.components.attoseconds / 1_000_000_000_000_000)))
+            let deadline = clock.monotonicNow().adding(TimeSpan(milliseconds: Int64(settle.components.seconds * 1000
+                                                                                      + settle.components.attoseconds / 1_000_000_000_000_000)))
             var applied = changes.filter { !$0.isHeld }
             var held = Set(changes.filter(\.isHeld).map(\.subject))
-            while apply, condition.status == .progressing, clock.now() < deadline {
-                try await clock.sleep(until: min(clock.now().adding(TimeSpan(milliseconds: 2000)), deadline))
+            while apply, condition.status == .progressing, clock.monotonicNow() < deadline {
+                try await clock.sleep(for: TimeSpan(milliseconds: min(2000, deadline.millisecondsSinceEpoch - clock.monotonicNow().millisecondsSinceEpoch)))
                 if !held.isEmpty {
                     // Only what was held and no longer waits; everything else was applied above.
                     let released = try reconciler.plan(desired, try await reconciler.observe(desired))

@@ -28,11 +28,32 @@ public protocol WallClock: Sendable {
     func now() -> Timestamp
     /// Returns once the clock has reached `deadline`; throws `CancellationError` if cancelled.
     func sleep(until deadline: Timestamp) async throws
+    /// A time that only moves forward, for timeouts (a wall clock that NTP steps would end a
+    /// wait early, or stretch it): the deadlines of waits are taken on it.
+    func monotonicNow() -> Timestamp
+    /// Waits `span` on the monotonic time.
+    func sleep(for span: TimeSpan) async throws
+}
+
+extension WallClock {
+    /// A clock that is not stepped (a test's) is its own monotonic time.
+    public func monotonicNow() -> Timestamp { now() }
+    public func sleep(for span: TimeSpan) async throws { try await sleep(until: now().adding(span)) }
 }
 
 /// The system's real-time clock.
 public struct SystemWallClock: WallClock {
     public init() {}
+
+    public func monotonicNow() -> Timestamp {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Timestamp(millisecondsSinceEpoch: Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000)
+    }
+
+    public func sleep(for span: TimeSpan) async throws {
+        if span.milliseconds > 0 { try await Task.sleep(for: .milliseconds(span.milliseconds)) }
+    }
 
     public func now() -> Timestamp {
         var ts = timespec()

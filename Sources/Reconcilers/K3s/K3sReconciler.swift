@@ -171,6 +171,8 @@ public struct K3sReconciler: Reconciler {
             try host.files.writeIfChanged(K3sFiles.unit, K3sFiles.unitText, mode: 0o644)
             try await host.services.reloadDaemon()
             if operations.contains(.enableService(K3sFiles.unitName)) { try await host.services.enable(K3sFiles.unitName) }
+            // Only the planned restart: a plan that only enables the unit leaves K3s running.
+            guard operations.contains(.restartService(K3sFiles.unitName)) else { return }
             options.log("restarting \(K3sFiles.unitName) (K3s \(desired.spec.version))")
             let restarted = host.clock.now()
             try await host.services.restart(K3sFiles.unitName)
@@ -268,12 +270,12 @@ public struct K3sReconciler: Reconciler {
     func waitUntilReady(node: String, version: String?, since: Timestamp, timeout: TimeSpan) async -> String? {
         // The host's clock: tests of timing can advance one instead of waiting.
         let clock = host.clock
-        let deadline = clock.now().adding(timeout)
+        let deadline = clock.monotonicNow().adding(timeout)
         let poll = TimeSpan(milliseconds: Int64(options.pollInterval.components.seconds * 1000
                                                 + options.pollInterval.components.attoseconds / 1_000_000_000_000_000))
         var why = await notReady(node: node, version: version, since: since).reason
-        while why != nil, clock.now() < deadline {
-            try? await clock.sleep(until: min(clock.now().adding(poll), deadline))
+        while why != nil, clock.monotonicNow() < deadline, !Task.isCancelled {
+            try? await clock.sleep(for: TimeSpan(milliseconds: min(poll.milliseconds, deadline.millisecondsSinceEpoch - clock.monotonicNow().millisecondsSinceEpoch)))
             why = await notReady(node: node, version: version, since: since).reason
         }
         return why
