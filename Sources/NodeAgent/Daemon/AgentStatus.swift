@@ -67,10 +67,8 @@ actor AgentStatus {
             let (condition, plan) = Self.condition(of: entry.outcome)
             let name = entry.name.rawValue
             if !order.contains(name) { order.append(name) }
-            // WireGuard reports its public key as its converged message (or as the plan's note).
-            if name == "wireguard", let text = entry.note ?? (condition.status == .ready ? condition.message : nil), text.hasPrefix("public key ") {
-                wireguardPublicKey = String(text.dropFirst("public key ".count))
-            }
+            // A structured fact of WireGuard's condition, not parsed out of its message.
+            if let key = condition.facts[Condition.wireguardPublicKey] { wireguardPublicKey = key }
             let previous = conditions[name]
             let changed = previous?.condition.status != condition.status || previous?.condition.reason != condition.reason
             if changed { record(event: "\(condition.status.rawValue): \(condition.reason)\(condition.message.isEmpty ? "" : ": \(condition.message)")", reconciler: name) }

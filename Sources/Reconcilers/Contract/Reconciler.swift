@@ -55,6 +55,10 @@ public struct Condition: Sendable, Equatable {
     /// One CamelCase word a machine can match: `Converged`, `PortInUse`, `ChecksumMismatch`.
     public var reason: String
     public var message: String
+    /// Structured facts a reader needs as values, not prose (the WireGuard public key).
+    public var facts: [String: String] = [:]
+
+    public static let wireguardPublicKey = "wireguardPublicKey"
 
     public init(_ status: Status, reason: String, message: String = "") {
         self.status = status

@@ -216,7 +216,9 @@ public struct WireGuardReconciler: Reconciler {
     }
 
     public func converged(_ desired: WireGuardSpec, _ observed: Observed) -> Condition {
-        .ready(observed.device?.publicKey.map { "public key \($0)" } ?? "")
+        var condition = Condition.ready(observed.device?.publicKey.map { "public key \($0)" } ?? "")
+        if let key = observed.device?.publicKey { condition.facts[Condition.wireguardPublicKey] = key }
+        return condition
     }
 
     public func verify(_ desired: WireGuardSpec) async throws -> Condition {
