@@ -21,14 +21,12 @@ struct PassReport {
     /// The entries that keep a pass from counting as converged.
     var unconverged: [String] {
         entries.compactMap { e in
-            switch e.outcome {
-            case .notDeclared, .planned: return nil
-            case .applied(_, let c) where c.status == .ready: return nil
-            // Asked for with --confirm-within: done, waiting on the operator by design.
-            case .applied(_, let c) where c.reason == "AwaitingConfirmation": return nil
-            case .notHandled: return "\(e.name) (not handled by this build)"
-            default: return "\(e.name) (\(Self.summary(e.outcome)))"
-            }
+            // A plan converges nothing; asked for with --confirm-within, a change awaiting the
+            // operator is done as asked. Otherwise the engine's one rule.
+            if case .planned = e.outcome { return nil }
+            if e.outcome.isConverged || e.outcome.awaitsOperator { return nil }
+            if case .notHandled = e.outcome { return "\(e.name) (not handled by this build)" }
+            return "\(e.name) (\(Self.summary(e.outcome)))"
         }
     }
 

@@ -147,23 +147,11 @@ final class ReconcileLoop: Service, Sendable {
         }
         let entries = await engine.apply(platform, only: resting.isEmpty ? nil : all.subtracting(resting))
         backoff.withLock { b in
-            for e in entries {
-                let failed: Bool
-                switch e.outcome {
-                case .failed(let c): failed = c.status == .failed
-                case .applied(_, let c): failed = c.status == .failed
-                default: failed = false
-                }
-                b.record(e.name.rawValue, failed: failed, at: now)
-            }
+            for e in entries { b.record(e.name.rawValue, failed: e.outcome.isFailure, at: now) }
         }
-        let converged = resting.isEmpty && entries.allSatisfy { e in
-            switch e.outcome {
-            case .notDeclared, .notHandled: return true
-            case .applied(_, let c): return c.status == .ready   // a change awaiting its confirmation is not done yet
-            default: return false
-            }
-        }
+        // The engine's one rule; a change awaiting its confirmation is not done yet here (the
+        // revision is recorded as applied only once it is confirmed).
+        let converged = resting.isEmpty && entries.allSatisfy(\.outcome.isConverged)
         await status.finishPass(entries, converged: converged)
         metrics.passFinished(entries, converged: converged, at: Double(host.clock.now().millisecondsSinceEpoch) / 1000)
         await HostFacts.record(platform, host: host, metrics: metrics)

@@ -209,6 +209,40 @@ public struct Engine: Sendable {
     }
 }
 
+/// One rule for every reader of a pass — the CLI's exit code, `/status`, `/metrics` and the
+/// daemon's backoff and applied revision — instead of one per reader.
+extension Engine.Outcome {
+    /// Whether this section is where the desired state wants it: not declared, nothing to
+    /// plan, or applied and Ready. A firewall change awaiting the operator's confirmation is
+    /// not (see `awaitsOperator`); a section this build cannot handle is not.
+    public var isConverged: Bool {
+        switch self {
+        case .notDeclared: return true
+        case .planned(let changes): return changes.isEmpty
+        case .applied(_, let c): return c.status == .ready
+        case .notHandled, .blocked, .failed: return false
+        }
+    }
+
+    /// Done as asked, and waiting on a person by design: a firewall change applied with
+    /// `--confirm-within`, until `nodeagent confirm`.
+    public var awaitsOperator: Bool {
+        // Only the change this pass applied; one held back because an earlier change still
+        // waits is not done as asked.
+        if case .applied(_, let c) = self { return c.reason == "AwaitingConfirmation" }
+        return false
+    }
+
+    /// It ran and failed (a retry or a person is needed), as opposed to progressing, waiting,
+    /// or not run at all (blocked by a dependency: that one is the failure).
+    public var isFailure: Bool {
+        switch self {
+        case .failed(let c), .applied(_, let c): return c.status == .failed
+        default: return false
+        }
+    }
+}
+
 extension Platform {
     /// The `spec` sections this desired state declares, by their key in `platform.yaml`.
     public var declaredSections: Set<String> {
