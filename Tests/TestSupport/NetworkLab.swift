@@ -129,9 +129,10 @@ public final class NetworkLab: @unchecked Sendable {
     public func destroy() async {
         for pid in background { DetachedProcess.stop(pid) }
         background = []
-        for iface in wireguardInterfaces {
-            // wireguard-go exits when its device goes; end any left over, matched by our unique name.
-            let r = try? await runner.run(Command("pgrep", ["-f", "wireguard-go \(iface)$"]))
+        // wireguard-go outlives its namespace: end every one this lab started, tracked or not
+        // (their interfaces all carry the lab's unique id: naIDg, naIDc…), by PID.
+        for pattern in wireguardInterfaces.map({ "wireguard-go \($0)$" }) + ["wireguard-go na\(id)[a-z]$"] {
+            let r = try? await runner.run(Command("pgrep", ["-f", pattern]))
             for pid in (r?.stdout ?? "").split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGTERM) }
         }
         for ns in [internet, vps, admin, pod] {
