@@ -109,7 +109,7 @@ struct InitCommand: AsyncParsableCommand {
         }
         try InstallFiles.checkBinary(url: binaryURL, sha256: binarySha256)
         let files = RootedFileSystem()
-        let directory = output.hasPrefix("/") ? output : (currentDirectory() + "/" + output)
+        let directory = WorkingDirectory.absolute(output)
         let outputs = [("platform.yaml", platform), ("agent.yaml", agent),
                        ("user-data.yaml", InstallFiles.userData(repo: repo, ref: ref, binaryURL: binaryURL, sha256: binarySha256))]
         for (file, _) in outputs where !force {
@@ -123,8 +123,4 @@ struct InitCommand: AsyncParsableCommand {
         if binaryURL.hasPrefix("REPLACE_ME") { print("note: pass --binary-url and --binary-sha256, or edit user-data.yaml before use") }
     }
 
-    private func currentDirectory() -> String {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        return getcwd(&buffer, buffer.count) != nil ? String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "."
-    }
 }

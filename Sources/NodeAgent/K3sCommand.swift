@@ -91,7 +91,7 @@ struct K3sPin: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let files = RootedFileSystem(root: "/")
-        let path = file.hasPrefix("/") ? file : Self.currentDirectory() + "/" + file
+        let path = WorkingDirectory.absolute(file)
         try files.write(path, text, mode: (try? files.mode(path)) ?? nil ?? 0o644)
         print("\(file): spec.k3s pinned to \(release) (sha256 \(sha), from \(url))")
     }
@@ -146,10 +146,6 @@ struct K3sPin: AsyncParsableCommand {
         return Array(lines.joined(separator: [0x0A]))
     }
 
-    static func currentDirectory() -> String {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        return getcwd(&buffer, buffer.count) != nil ? String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "."
-    }
 }
 
 extension String {

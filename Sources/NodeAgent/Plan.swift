@@ -71,7 +71,7 @@ struct StateOptions: ParsableArguments {
     /// The desired-state file this pass reads, as an absolute path.
     func statePath() -> String {
         let path = state ?? Host.node(root: root).files.hostPath(StateOptions.lastApplied)
-        return path.hasPrefix("/") ? path : K3sPin.currentDirectory() + "/" + path
+        return WorkingDirectory.absolute(path)
     }
 
     /// - Parameters:
@@ -147,7 +147,7 @@ struct Plan: AsyncParsableCommand {
     func run() async throws {
         let report = try await options.pass(apply: false, output: output)
         if let out {
-            let path = out.hasPrefix("/") ? out : K3sPin.currentDirectory() + "/" + out
+            let path = WorkingDirectory.absolute(out)
             try RootedFileSystem(root: "/").write(path, Array((report.json.jsonText + "\n").utf8), mode: 0o600)
         }
         if report.hasErrors { throw ExitCode.failure }

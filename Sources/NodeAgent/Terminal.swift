@@ -14,3 +14,13 @@ enum Terminal {
         }
     }
 }
+
+/// Paths given on the command line, relative to where the command runs.
+enum WorkingDirectory {
+    static var current: String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        return getcwd(&buffer, buffer.count) != nil ? String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "."
+    }
+
+    static func absolute(_ path: String) -> String { path.hasPrefix("/") ? path : current + "/" + path }
+}

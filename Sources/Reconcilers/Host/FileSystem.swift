@@ -20,10 +20,6 @@ public protocol FileSystem: Sendable {
     /// Creates the directory with `mode` (and missing parents, 0755) if it does not exist. An
     /// existing directory keeps its mode: `/etc` must not become 0700 because a key lives there.
     func makeDirectory(_ path: String, mode: UInt32) throws(FileSystemError)
-    /// Whether the path is a symbolic link (not followed).
-    func isSymbolicLink(_ path: String) throws(FileSystemError) -> Bool
-    /// Sets the owner of a file or directory (symlinks are not followed).
-    func setOwner(_ path: String, uid: UInt32, gid: UInt32) throws(FileSystemError)
     /// The names in a directory (not `.` and `..`), sorted; nil when it does not exist.
     func list(_ directory: String) throws(FileSystemError) -> [String]?
     /// Reads `home/subdirectory/name` where an unprivileged user owns `home` (the SSH user's
@@ -216,6 +212,8 @@ public struct RootedFileSystem: FileSystem {
         guard chmod(full, mode_t(mode)) == 0 else { throw FileSystemError(operation: "chmod", path: full, errno: errno) }
     }
 
+    /// Whether the path is a symbolic link (not followed). (Not on the seam: nodeagent never
+    /// decides by path what it then opens; see `writeInUserDirectory`.)
     public func isSymbolicLink(_ path: String) throws(FileSystemError) -> Bool {
         var st = stat()
         let full = hostPath(path)
@@ -226,6 +224,7 @@ public struct RootedFileSystem: FileSystem {
         return (st.st_mode & S_IFMT) == S_IFLNK
     }
 
+    /// Sets the owner of a file or directory (symlinks are not followed).
     public func setOwner(_ path: String, uid: UInt32, gid: UInt32) throws(FileSystemError) {
         let full = hostPath(path)
         guard lchown(full, uid, gid) == 0 else { throw FileSystemError(operation: "chown", path: full, errno: errno) }
