@@ -3,34 +3,27 @@ import YAML
 
 /// Renders the result of a plan or apply pass for people and for machines.
 struct PassReport {
-    var entries: [Engine.Entry]
+    var result: PassResult
     /// For a plan: what `apply --plan` needs to apply exactly it (see `SavedPlan`).
     var saved: SavedPlan.Context? = nil
 
-    var pendingChanges: Int {
-        entries.reduce(0) { n, e in
-            if case .planned(let changes) = e.outcome { return n + changes.count }
-            return n
-        }
-    }
+    var entries: [Engine.Entry] { result.entries }
+    var pendingChanges: Int { result.pendingChanges }
+    var hasErrors: Bool { result.hasErrors }
 
-    var hasErrors: Bool {
-        entries.contains { if case .failed = $0.outcome { return true } else { return false } }
-    }
-
-    /// The entries that keep a pass from counting as converged.
+    /// The entries that keep an apply from being done as asked (the engine's verdicts; a
+    /// change awaiting the operator is done as asked with --confirm-within).
     var unconverged: [String] {
         entries.compactMap { e in
-            // A plan converges nothing; asked for with --confirm-within, a change awaiting the
-            // operator is done as asked. Otherwise the engine's one rule.
-            if case .planned = e.outcome { return nil }
-            if e.outcome.isConverged || e.outcome.awaitsOperator { return nil }
-            if case .notHandled = e.outcome { return "\(e.name) (not handled by this build)" }
-            return "\(e.name) (\(Self.summary(e.outcome)))"
+            switch e.outcome.verdict {
+            case .converged, .pending, .awaitingOperator: return nil
+            case .notHandled: return "\(e.name) (not handled by this build)"
+            default: return "\(e.name) (\(Self.summary(e.outcome)))"
+            }
         }
     }
 
-    var converged: Bool { unconverged.isEmpty }
+    var converged: Bool { result.doneAsAsked }
 
     static func summary(_ outcome: Engine.Outcome) -> String {
         switch outcome {
@@ -40,7 +33,8 @@ struct PassReport {
         case .planned(let changes): return changes.isEmpty ? "up to date" : "\(changes.count) change\(changes.count == 1 ? "" : "s")"
         case .applied(let changes, let c):
             return "\(c.status.rawValue): \(c.reason)\(c.message.isEmpty ? "" : ": \(c.message)") (\(changes.count) change\(changes.count == 1 ? "" : "s") applied)"
-        case .failed(let c): return "\(c.status.rawValue): \(c.reason): \(c.message)"
+        case .failed(let c): return "\(c.status.rawValue): \(c.reason): \(c.message)\(c.status == .stalled ? " (needs a person: retrying cannot help)" : "")"
+        case .resting(let c): return "resting after \(c.status.rawValue): \(c.reason): \(c.message)"
         }
     }
 
@@ -84,8 +78,10 @@ struct PassReport {
         return .object(top + [
             .init("pendingChanges", .int(pendingChanges)),
             .init("converged", .bool(converged)),
+            .init("verdict", .string(result.verdict.rawValue)),
             .init("reconcilers", .array(entries.map { e in
-                var members: [JSONValue.Member] = [.init("name", .string(e.name.rawValue)), .init("seconds", .double(e.seconds))]
+                var members: [JSONValue.Member] = [.init("name", .string(e.name.rawValue)), .init("seconds", .double(e.seconds)),
+                                                   .init("verdict", .string(e.outcome.verdict.rawValue))]
                 if let note = e.note { members.append(.init("note", .string(note))) }
                 switch e.outcome {
                 case .notDeclared: members.append(.init("outcome", .string("notDeclared")))
@@ -105,6 +101,9 @@ struct PassReport {
                     members.append(.init("condition", c.json))
                 case .failed(let c):
                     members.append(.init("outcome", .string("failed")))
+                    members.append(.init("condition", c.json))
+                case .resting(let c):
+                    members.append(.init("outcome", .string("resting")))
                     members.append(.init("condition", c.json))
                 }
                 return .object(members)

@@ -117,7 +117,7 @@ extension StateOptions {
                 Terminal.error("[\(entry.name)] \(PassReport.summary(entry.outcome)) (\(PassReport.seconds(entry.seconds)))")
             }
             : await engine.plan(platform, only: only)
-        var report = PassReport(entries: entries)
+        var report = PassReport(result: entries)
         if !apply {
             let path = statePath()
             report.saved = SavedPlan.Context(statePath: path, stateSHA256: try SavedPlan.digest(path), root: root, kubeconfig: kubeconfig, only: only)

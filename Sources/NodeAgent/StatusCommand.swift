@@ -55,6 +55,8 @@ struct StatusCommand: AsyncParsableCommand {
             out += "source refused: \(s["source"]?["reason"]?.string ?? "?"): \(s["source"]?["message"]?.string ?? "")\n"
             for e in s["source"]?["errors"]?.array ?? [] { out += "  \(e.string ?? "")\n" }
         }
+        let needsHuman = (s["needsHuman"]?.array ?? []).compactMap(\.string)
+        if !needsHuman.isEmpty { out += "needs a person (retrying cannot help): \(needsHuman.joined(separator: ", "))\n" }
         if let key = s["wireguard"]?["publicKey"]?.string { out += "wireguard public key \(key)\n" }
         var rows = [["RECONCILER", "STATUS", "REASON", "MESSAGE"]]
         for r in s["reconcilers"]?.array ?? [] {

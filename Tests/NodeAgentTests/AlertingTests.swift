@@ -77,6 +77,8 @@ struct AlertingTests {
              at: "15m", labels: ["job": "nodeagent", "severity": "critical"]),
         Case(alert: "NodeagentReconcileFailing", firing: [("nodeagent_reconciler_ready{reconciler=\"helm\"}", "0x30")],
              healthy: [("nodeagent_reconciler_ready{reconciler=\"helm\"}", "1x30")], at: "20m", labels: ["reconciler": "helm", "severity": "warning"]),
+        Case(alert: "NodeagentNeedsAPerson", firing: [("nodeagent_reconciler_stalled{reconciler=\"os\"}", "1x20")],
+             healthy: [("nodeagent_reconciler_stalled{reconciler=\"os\"}", "0x20")], at: "10m", labels: ["reconciler": "os", "severity": "warning"]),
         Case(alert: "NodeagentDesiredStateNotApplied", firing: [("nodeagent_converged", "0x40")], healthy: [("nodeagent_converged", "1x40")],
              at: "35m", labels: ["severity": "warning"]),
         Case(alert: "NodeagentSourceFailing", firing: [("nodeagent_source_up", "0x40")], healthy: [("nodeagent_source_up", "1x40")],

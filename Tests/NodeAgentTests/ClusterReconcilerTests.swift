@@ -436,7 +436,7 @@ struct K3sFidelityTests {
         let state = try platform(releases: Self.withSecrets, argocd: "")
         let result = try await lab.apply(state)
         let condition = try #require(result[.helm]?.condition)
-        #expect(condition.status == .failed && condition.reason == "FieldNotServed", "\(condition)")
+        #expect(condition.status == .stalled && condition.reason == "FieldNotServed", "\(condition)")
         #expect(condition.message.contains("served by v1.31.4+k3s1 has no spec.valuesSecrets") && condition.message.contains("upgrade K3s"),
                 "\(condition.message)")
         #expect(lab.chart("postgresql") == nil && !lab.writes.contains { $0.contains("postgresql") })
@@ -451,7 +451,7 @@ struct K3sFidelityTests {
         } catch let error as KubeStatusError {
             #expect(error.code == 500 && error.message.contains("field not declared in schema"))
             let failure = ReconcileError.kube(error, doing: "applying")
-            #expect(failure.kind == .failed && failure.reason == "FieldNotServed" && failure.message.contains("spec.valuesSecrets"), "\(failure)")
+            #expect(failure.kind == .stalled && failure.reason == "FieldNotServed" && failure.message.contains("spec.valuesSecrets"), "\(failure)")
         }
         #expect(lab.server.requests.count == before + 1, "not retried")
     }

@@ -179,7 +179,7 @@ struct K3sReconcilerTests {
         let shaBad = lab.publish(bad, lab.standIn(bad, good: false))
         let upgrade = try await lab.apply(try lab.state(bad, shaBad, readyTimeout: "3s"))
         let condition = try #require(upgrade.condition)
-        #expect(condition.status == .failed)
+        #expect(condition.status == .stalled, "not retried: a person must change spec.k3s")
         #expect(condition.reason == "UpgradeRolledBack")
         #expect(condition.message.contains("K3s \(bad) was not Ready within 3s (node vps-1 runs \(v1), not \(bad))"), "\(condition.message)")
         #expect(condition.message.contains("rolled back to \(v1), which is Ready again"), "\(condition.message)")

@@ -7,16 +7,24 @@ final class AgentMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     private let lastCommit = Mutex<String?>(nil)
 
-    func passFinished(_ entries: [Engine.Entry], converged: Bool, at seconds: Double) {
-        for e in entries {
+    /// The Prometheus text exposition of every metric, as `GET /metrics` serves it.
+    func exposition() -> [UInt8] { registry.emitToBuffer() }
+
+    func passFinished(_ pass: PassResult, at seconds: Double) {
+        for e in pass {
             let result: String
-            switch e.outcome {
-            case .applied(_, let c): result = c.status == .ready ? "converged" : (c.status == .progressing ? "progressing" : "failed")
+            switch e.outcome.verdict {
+            case .converged: result = "converged"
+            case .progressing, .awaitingOperator: result = "progressing"
             case .failed: result = "failed"
+            case .stalled: result = "stalled"
             case .blocked: result = "blocked"
             case .notHandled: result = "not_handled"
-            case .notDeclared, .planned: continue
+            case .pending: continue
             }
+            if case .notDeclared = e.outcome { continue }
+            // Sat the pass out (backoff): its gauges keep what its last run set.
+            if case .resting = e.outcome { continue }
             registry.makeCounter(descriptor: .init(namespace: "nodeagent", metricName: "reconcile", unitName: "total",
                                                    helpText: "Reconciler passes by outcome."),
                                  labels: [("reconciler", e.name.rawValue), ("result", result)]).increment()
@@ -29,11 +37,14 @@ final class AgentMetrics: Sendable {
             registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "reconciler_ready", unitName: "",
                                                  helpText: "1 when the reconciler's last pass ended Ready."),
                                labels: [("reconciler", e.name.rawValue)]).set(to: result == "converged" ? 1 : 0)
+            registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "reconciler_stalled", unitName: "",
+                                                 helpText: "1 when the reconciler's last pass needs a person: retrying cannot help."),
+                               labels: [("reconciler", e.name.rawValue)]).set(to: result == "stalled" || result == "not_handled" ? 1 : 0)
         }
         registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "last_pass", unitName: "timestamp_seconds",
                                              helpText: "When the last reconcile pass ended.")).set(to: seconds)
         registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "converged", unitName: "",
-                                             helpText: "1 when the last pass converged every declared, handled section.")).set(to: converged ? 1 : 0)
+                                             helpText: "1 when the last pass converged every declared, handled section.")).set(to: pass.converged ? 1 : 0)
     }
 
     func source(ok: Bool) {

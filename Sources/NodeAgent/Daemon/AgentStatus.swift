@@ -6,6 +6,7 @@ import YAML
 actor AgentStatus {
     struct ConditionRecord: Sendable {
         var condition: Condition
+        var verdict: PassResult.Verdict
         var since: Timestamp
         var lastPlan: [String]
     }
@@ -25,6 +26,7 @@ actor AgentStatus {
     private(set) var order: [String] = []
     private(set) var events: [Event] = []
     private(set) var lastPassConverged = false
+    private(set) var lastPassVerdict: PassResult.Verdict?
     private(set) var lastPassAt: Timestamp?
     private(set) var passes = 0
     /// Shown in /status: nothing secret (public keys only).
@@ -59,11 +61,12 @@ actor AgentStatus {
     }
 
     /// Folds one pass's outcome into the conditions, keeping each one's last transition time.
-    func finishPass(_ entries: [Engine.Entry], converged: Bool) {
+    func finishPass(_ result: PassResult) {
         passes += 1
-        lastPassConverged = converged
+        lastPassConverged = result.converged
+        lastPassVerdict = result.verdict
         lastPassAt = clock.now()
-        for entry in entries {
+        for entry in result {
             let (condition, plan) = Self.condition(of: entry.outcome)
             let name = entry.name.rawValue
             if !order.contains(name) { order.append(name) }
@@ -72,7 +75,8 @@ actor AgentStatus {
             let previous = conditions[name]
             let changed = previous?.condition.status != condition.status || previous?.condition.reason != condition.reason
             if changed { record(event: "\(condition.status.rawValue): \(condition.reason)\(condition.message.isEmpty ? "" : ": \(condition.message)")", reconciler: name) }
-            conditions[name] = ConditionRecord(condition: condition, since: changed ? clock.now() : previous!.since,
+            conditions[name] = ConditionRecord(condition: condition, verdict: entry.outcome.verdict,
+                                               since: changed ? clock.now() : previous!.since,
                                                lastPlan: plan.isEmpty ? previous?.lastPlan ?? [] : plan)
         }
     }
@@ -80,7 +84,7 @@ actor AgentStatus {
     static func condition(of outcome: Engine.Outcome) -> (Condition, [String]) {
         switch outcome {
         case .applied(let changes, let c): return (c, changes.map { "\($0.action.symbol) \($0.subject)\($0.detail.map { " \($0)" } ?? "")" })
-        case .failed(let c): return (c, [])
+        case .failed(let c), .resting(let c): return (c, [])
         case .planned(let changes): return (.ready(), changes.map(\.subject))
         case .blocked(let by): return (Condition(.failed, reason: "Blocked", message: "\(by) failed"), [])
         case .notHandled(let section): return (Condition(.progressing, reason: "NotHandled", message: "no reconciler for spec.\(section) in this build"), [])
@@ -97,20 +101,30 @@ actor AgentStatus {
             source.append(.init("message", .string(e.message)))
             source.append(.init("errors", .array(e.diagnostics.map { .string($0.description) })))
         }
+        var reconcilers: [JSONValue] = []
+        for name in order {
+            guard let r = conditions[name] else { continue }
+            let members: [JSONValue.Member] = [
+                .init("name", .string(name)), .init("status", .string(r.condition.status.rawValue)),
+                .init("verdict", .string(r.verdict.rawValue)), .init("reason", .string(r.condition.reason)),
+                .init("message", .string(r.condition.message)), .init("lastTransition", time(r.since)),
+                .init("lastPlan", .array(r.lastPlan.map(JSONValue.string))),
+            ]
+            reconcilers.append(.object(members))
+        }
+        let needsHuman = JSONValue.array(order.filter { conditions[$0]?.verdict.needsHuman == true }.map(JSONValue.string))
+        let verdict: JSONValue = lastPassVerdict.map { .string($0.rawValue) } ?? .null
         return .object([
             "applied": .object(["commit": appliedCommit.map(JSONValue.string) ?? .null, "name": appliedName.map(JSONValue.string) ?? .null]),
             "source": .object(source),
             "converged": .bool(lastPassConverged),
+            // The worst verdict of the last pass; `Stalled` (or `NotHandled`) means a person must act.
+            "verdict": verdict,
+            "needsHuman": needsHuman,
             "lastPass": time(lastPassAt),
             "passes": .int(passes),
             "wireguard": .object(["publicKey": wireguardPublicKey.map(JSONValue.string) ?? .null]),
-            "reconcilers": .array(order.compactMap { name in
-                conditions[name].map { r in
-                    .object(["name": .string(name), "status": .string(r.condition.status.rawValue), "reason": .string(r.condition.reason),
-                             "message": .string(r.condition.message), "lastTransition": time(r.since),
-                             "lastPlan": .array(r.lastPlan.map(JSONValue.string))])
-                }
-            }),
+            "reconcilers": .array(reconcilers),
             "events": .array(events.suffix(50).map { e in
                 .object(["at": time(e.at), "reconciler": e.reconciler.map(JSONValue.string) ?? .null, "message": .string(e.message)])
             }),

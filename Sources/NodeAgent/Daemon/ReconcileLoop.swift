@@ -75,7 +75,8 @@ final class ReconcileLoop: Service, Sendable {
             for interval in [poll, drift] {
                 group.addTask { [self] in
                     while !Task.isCancelled {
-                        guard (try? await Task.sleep(for: interval.duration)) != nil else { return }
+                        // The host's clock: tests of the timers advance a manual one.
+                        guard (try? await host.clock.sleep(for: interval)) != nil else { return }
                         trigger()
                     }
                 }
@@ -134,26 +135,17 @@ final class ReconcileLoop: Service, Sendable {
             backoff.withLock { $0.reset() }   // a new revision deserves a fresh try everywhere
         }
         let now = host.clock.now()
-        let all = Set(engine.reconcilers.map(\.name) + ReconcilerName.all.map(\.name))
-        // A resting reconciler is still failed: its dependents rest with it rather than run on it.
-        var resting = all.filter { name in backoff.withLock { $0.isWaiting(name.rawValue, at: now) } }
-        var grew = true
-        while grew {
-            grew = false
-            for r in engine.reconcilers where !resting.contains(r.name) && r.dependencies.contains(where: resting.contains) {
-                resting.insert(r.name)
-                grew = true
-            }
-        }
-        let entries = await engine.apply(platform, only: resting.isEmpty ? nil : all.subtracting(resting))
+        // Reconcilers in their backoff sit this pass out; the engine blocks what depends on them.
+        let result = await engine.apply(platform, resting: backoff.withLock { $0.resting(at: now) })
         backoff.withLock { b in
-            for e in entries { b.record(e.name.rawValue, failed: e.outcome.isFailure, at: now) }
+            for e in result { b.record(e.name.rawValue, e.outcome, at: now) }
         }
-        // The engine's one rule; a change awaiting its confirmation is not done yet here (the
-        // revision is recorded as applied only once it is confirmed).
-        let converged = resting.isEmpty && entries.allSatisfy(\.outcome.isConverged)
-        await status.finishPass(entries, converged: converged)
-        metrics.passFinished(entries, converged: converged, at: Double(host.clock.now().millisecondsSinceEpoch) / 1000)
+        // The engine's one verdict: a resting reconciler is not converged, and a change
+        // awaiting its confirmation is not either (the revision is recorded as applied only
+        // once it is confirmed).
+        let converged = result.converged
+        await status.finishPass(result)
+        metrics.passFinished(result, at: Double(host.clock.now().millisecondsSinceEpoch) / 1000)
         await HostFacts.record(platform, host: host, metrics: metrics)
         logger.info("pass", metadata: ["converged": "\(converged)", "revision": "\(revision?.commit.prefix(12) ?? "last applied")"])
         if let revision, converged {

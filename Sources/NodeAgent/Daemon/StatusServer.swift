@@ -19,7 +19,7 @@ enum StatusServer {
         }
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.registry.emitToBuffer())))
+                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition())))
         }
         router.post("/sync") { request, _ in
             // Read on every request: a rotated token works at once, the old one stops working.

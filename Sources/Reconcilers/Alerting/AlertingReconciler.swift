@@ -46,7 +46,7 @@ public struct AlertingReconciler: Reconciler {
 
     public func observe(_ desired: Desired) async throws -> Observed {
         guard let release = desired.release else {
-            throw ReconcileError(.failed, reason: "NoMonitoringRelease", "spec.alerting.release is not a declared Helm release")
+            throw ReconcileError(.stalled, reason: "NoMonitoringRelease", "spec.alerting.release is not a declared Helm release")
         }
         let api = try cluster.api()
         do {

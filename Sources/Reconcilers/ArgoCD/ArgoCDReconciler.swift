@@ -56,7 +56,7 @@ public struct ArgoCDReconciler: Reconciler {
     /// `applications.argoproj.io` and `appprojects.argoproj.io`: applying before would be refused.
     func requireArgoCD(_ desired: Desired, api: KubeAPI) async throws {
         guard let release = desired.release else {
-            throw ReconcileError(.failed, reason: "NoArgoCDRelease", "spec.argocd.release \(desired.spec.release) is not a declared Helm release")
+            throw ReconcileError(.stalled, reason: "NoArgoCDRelease", "spec.argocd.release \(desired.spec.release) is not a declared Helm release")
         }
         do {
             let health = try await ReleaseHealth.check(release, api: api)

@@ -67,7 +67,7 @@ public struct PostgresBackups: Sendable {
                                   origin: "\(c.host.text):\(c.port.value)")
         }
         guard let release = spec.release?.value, let namespace = releaseNamespace, let cluster else {
-            throw ReconcileError(.failed, reason: "NoDatabase", "backups.postgres.release names no declared Helm release")
+            throw ReconcileError(.stalled, reason: "NoDatabase", "backups.postgres.release names no declared Helm release")
         }
         if let cnpg = cnpgCluster { return try await cnpgTarget(cnpg, release: release, namespace: namespace, cluster: cluster) }
         do {

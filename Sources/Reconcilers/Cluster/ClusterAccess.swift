@@ -59,7 +59,7 @@ extension ReconcileError {
             // fieldValidation=Strict: the server's schema lacks a field nodeagent sent. Name it,
             // and what to do, rather than let it be dropped.
             if status.message.contains("field not declared in schema") || (status.code == 400 && status.message.contains("unknown field")) {
-                return ReconcileError(.failed, reason: "FieldNotServed",
+                return ReconcileError(.stalled, reason: "FieldNotServed",
                                       "\(what): the API server does not know a field nodeagent sent (\(status.message)); the CRD it serves is older "
                                       + "than the desired state needs: upgrade K3s (spec.k3s.version) or remove the field from platform.yaml")
             }

@@ -14,13 +14,13 @@ public enum SecretSource: Sendable {
         guard case .files(let files) = self else { return nil }
         do {
             guard let bytes = try files.readSecret(path.value, limit: Self.limit) else {
-                throw ReconcileError(.failed, reason: "SecretFileMissing",
+                throw ReconcileError(.stalled, reason: "SecretFileMissing",
                                      "\(path) (\(what)) does not exist: write the secret there on the node, mode 0600")
             }
             var text = String(decoding: bytes, as: UTF8.self)
             while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
             guard !text.isEmpty, Array(text.utf8) == Array(bytes.prefix(text.utf8.count)) else {
-                throw ReconcileError(.failed, reason: "SecretFileInvalid", "\(path) (\(what)) is empty or not UTF-8 text")
+                throw ReconcileError(.stalled, reason: "SecretFileInvalid", "\(path) (\(what)) is empty or not UTF-8 text")
             }
             return text
         } catch let error as FileSystemError {
@@ -35,10 +35,10 @@ public enum SecretSource: Sendable {
     public static func refusal(_ error: FileSystemError, path: AbsolutePath, what: String) -> ReconcileError {
         switch error.problem {
         case .exposed(let mode)?:
-            return ReconcileError(.failed, reason: "SecretFileExposed",
+            return ReconcileError(.stalled, reason: "SecretFileExposed",
                                   "\(path) (\(what)) is mode \(String(mode & 0o777, radix: 8)): secrets must be readable by their owner only (chmod 600)")
         case .some:
-            return ReconcileError(.failed, reason: "SecretFileRefused",
+            return ReconcileError(.stalled, reason: "SecretFileRefused",
                                   "\(error.description) (\(what)): a secret file must be a regular file owned by root, mode 0600, at most \(limit) bytes")
         case nil:
             return ReconcileError(.failed, reason: "SecretFileUnreadable", "\(path) (\(what)): \(error)")

@@ -76,6 +76,9 @@ public struct Engine: Sendable {
         /// After apply and verify.
         case applied([Change], Condition)
         case failed(Condition)
+        /// Not run in this pass: it failed before and sits out its backoff (the daemon's); the
+        /// condition is the one it failed with.
+        case resting(Condition)
     }
 
     public struct Entry: Sendable, Equatable {
@@ -124,8 +127,8 @@ public struct Engine: Sendable {
     /// Plans every selected reconciler. Has no side effects.
     /// - Parameters:
     ///   - only: the reconcilers to include; nil for all.
-    public func plan(_ platform: Platform, only: Set<ReconcilerName>? = nil) async -> [Entry] {
-        await pass(platform, only: only, apply: false, settle: .zero, progress: { _ in })
+    public func plan(_ platform: Platform, only: Set<ReconcilerName>? = nil) async -> PassResult {
+        PassResult(await pass(platform, only: only, apply: false, settle: .zero, progress: { _ in }))
     }
 
     /// Plans, applies and verifies every selected reconciler, in dependency order. A failed
@@ -136,13 +139,17 @@ public struct Engine: Sendable {
     ///   - progress: called after each reconciler finishes, for progress output.
     ///   - expected: a saved plan's fingerprint per reconciler (`Change.fingerprint`): a
     ///     reconciler whose plan now differs is not applied (`PlanStale`), nor are its dependents.
+    ///   - resting: reconcilers that sit this pass out (the daemon's backoff), with the condition
+    ///     they failed with: reported as `.resting`, and their dependents as blocked.
     public func apply(_ platform: Platform, only: Set<ReconcilerName>? = nil, settle: Duration = .zero,
-                      expected: [ReconcilerName: String]? = nil, progress: @Sendable (Entry) -> Void = { _ in }) async -> [Entry] {
-        await pass(platform, only: only, apply: true, settle: settle, expected: expected, progress: progress)
+                      expected: [ReconcilerName: String]? = nil, resting: [ReconcilerName: Condition] = [:],
+                      progress: @Sendable (Entry) -> Void = { _ in }) async -> PassResult {
+        PassResult(await pass(platform, only: only, apply: true, settle: settle, expected: expected, resting: resting, progress: progress))
     }
 
     private func pass(_ platform: Platform, only: Set<ReconcilerName>?, apply: Bool, settle: Duration,
-                      expected: [ReconcilerName: String]? = nil, progress: @Sendable (Entry) -> Void) async -> [Entry] {
+                      expected: [ReconcilerName: String]? = nil, resting: [ReconcilerName: Condition] = [:],
+                      progress: @Sendable (Entry) -> Void) async -> [Entry] {
         var entries: [Entry] = []
         var failed = Set<ReconcilerName>()
         var progressing = Set<ReconcilerName>()
@@ -161,6 +168,8 @@ public struct Engine: Sendable {
             if let reconciler {
                 if !reconciler.isDeclared(platform) {
                     outcome = .notDeclared
+                } else if let condition = resting[name] {
+                    outcome = .resting(condition)
                 } else if let blocker = reconciler.dependencies.first(where: {
                     failed.contains($0) || (progressing.contains($0) && !reconciler.proceedsWhileDependenciesProgress)
                 }) {
@@ -173,12 +182,11 @@ public struct Engine: Sendable {
                 guard declared.contains(section) else { continue }
                 outcome = .notHandled(section: section)
             }
-            switch outcome {
-            case .failed(let c) where c.status == .progressing: progressing.insert(name)
-            case .applied(_, let c) where c.status == .progressing: progressing.insert(name)
-            case .failed, .blocked: failed.insert(name)
-            case .applied(_, let condition) where condition.status != .ready: failed.insert(name)
-            default: break
+            switch outcome.verdict {
+            // A change held for the operator's confirmation counts as under way.
+            case .progressing, .awaitingOperator: progressing.insert(name)
+            case .failed, .stalled, .blocked: failed.insert(name)
+            case .converged, .notHandled, .pending: break
             }
             let elapsed = clock.now - start
             var entry = Entry(name: name, outcome: outcome,
@@ -201,44 +209,14 @@ public struct Engine: Sendable {
             guard apply, let condition else { return (.planned(changes), note) }
             return (.applied(changes, condition), nil)
         } catch let error as ReconcileError {
-            let status: Condition.Status = error.kind == .waiting ? .progressing : .failed
+            let status: Condition.Status = switch error.kind {
+            case .waiting: .progressing
+            case .failed: .failed
+            case .stalled: .stalled
+            }
             return (.failed(Condition(status, reason: error.reason, message: error.message)), nil)
         } catch {
             return (.failed(Condition(.failed, reason: "Error", message: "\(error)")), nil)
-        }
-    }
-}
-
-/// One rule for every reader of a pass — the CLI's exit code, `/status`, `/metrics` and the
-/// daemon's backoff and applied revision — instead of one per reader.
-extension Engine.Outcome {
-    /// Whether this section is where the desired state wants it: not declared, nothing to
-    /// plan, or applied and Ready. A firewall change awaiting the operator's confirmation is
-    /// not (see `awaitsOperator`); a section this build cannot handle is not.
-    public var isConverged: Bool {
-        switch self {
-        case .notDeclared: return true
-        case .planned(let changes): return changes.isEmpty
-        case .applied(_, let c): return c.status == .ready
-        case .notHandled, .blocked, .failed: return false
-        }
-    }
-
-    /// Done as asked, and waiting on a person by design: a firewall change applied with
-    /// `--confirm-within`, until `nodeagent confirm`.
-    public var awaitsOperator: Bool {
-        // Only the change this pass applied; one held back because an earlier change still
-        // waits is not done as asked.
-        if case .applied(_, let c) = self { return c.reason == "AwaitingConfirmation" }
-        return false
-    }
-
-    /// It ran and failed (a retry or a person is needed), as opposed to progressing, waiting,
-    /// or not run at all (blocked by a dependency: that one is the failure).
-    public var isFailure: Bool {
-        switch self {
-        case .failed(let c), .applied(_, let c): return c.status == .failed
-        default: return false
         }
     }
 }

@@ -47,8 +47,11 @@ public struct Condition: Sendable, Equatable {
         case ready = "Ready"
         /// Changes are under way or it waits on something that will come (a Job, a CRD).
         case progressing = "Progressing"
-        /// Needs a human or a new desired state.
+        /// It failed; trying again later may help (an API error, a download that broke).
         case failed = "Failed"
+        /// Needs a human or a new desired state: retrying the same thing cannot help (a user
+        /// that does not exist, an interface that is not there, a secret file that is missing).
+        case stalled = "Stalled"
     }
 
     public var status: Status

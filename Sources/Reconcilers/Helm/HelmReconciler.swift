@@ -105,7 +105,7 @@ public struct HelmReconciler: Reconciler {
               let spec = version["schema"]?["openAPIV3Schema"]?["properties"]?["spec"] else { return }
         if spec["properties"]?["valuesSecrets"] == nil, spec["x-kubernetes-preserve-unknown-fields"] != .bool(true) {
             let server = (try? await api.serverVersion()) ?? "this node's K3s"
-            throw ReconcileError(.failed, reason: "FieldNotServed",
+            throw ReconcileError(.stalled, reason: "FieldNotServed",
                                  "helmReleases \(release.name) uses valuesSecrets, but the HelmChart CRD served by \(server) has no spec.valuesSecrets "
                                  + "(helm-controller v0.16.7 or later has it): upgrade K3s, or move the value out of valuesSecrets; nothing was applied")
         }

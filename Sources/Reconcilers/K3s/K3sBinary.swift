@@ -49,7 +49,7 @@ enum K3sBinary {
         let actual = hash.finalize()
         guard actual == sha256 else {
             unlink(temp)
-            throw ReconcileError(.failed, reason: "ChecksumMismatch",
+            throw ReconcileError(.stalled, reason: "ChecksumMismatch",
                                  "\(url): the download's sha256 is \(actual) but spec.k3s.sha256 is \(sha256); it was deleted and the running K3s is untouched")
         }
         log("downloaded \(url): \(received) bytes, sha256 verified")

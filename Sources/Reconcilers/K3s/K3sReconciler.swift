@@ -102,7 +102,7 @@ public struct K3sReconciler: Reconciler {
         let wanted = desired.spec.version
         if let installed = observed.installedVersion, observed.binarySHA256 != desired.spec.sha256.hex,
            (wanted.major, wanted.minor) < (installed.major, installed.minor), !desired.spec.allowMinorDowngrade {
-            throw ReconcileError(.failed, reason: "DowngradeRefused",
+            throw ReconcileError(.stalled, reason: "DowngradeRefused",
                                  "K3s \(installed) is installed and \(wanted) is a lower minor version: K3s's datastore cannot go back a minor version. Pin \(installed.major).\(installed.minor) or later, or set spec.k3s.allowMinorDowngrade: true if you restore the datastore yourself")
         }
         var changes: [Change] = []
@@ -192,7 +192,7 @@ public struct K3sReconciler: Reconciler {
             record.failedVersion = desired.spec.version.description
             record.failedReason = why
             try saveRecord(record)
-            throw ReconcileError(.failed, reason: "UpgradeRolledBack",
+            throw ReconcileError(.stalled, reason: "UpgradeRolledBack",
                                  "K3s \(desired.spec.version) was not Ready within \(desired.spec.readyTimeout) (\(why)); rolled back to \(back). It is not tried again until spec.k3s changes")
         }
         if !rolledBack, changesFiles || record.version == nil {
@@ -224,7 +224,7 @@ public struct K3sReconciler: Reconciler {
     }
 
     func rolledBackCondition(_ record: K3sRecord, running: K3sVersion?) -> Condition {
-        Condition(.failed, reason: "UpgradeRolledBack",
+        Condition(.stalled, reason: "UpgradeRolledBack",
                   message: "K3s \(record.failedVersion ?? "?") was rolled back (\(record.failedReason ?? "not Ready"))"
                       + (running.map { "; \($0) keeps running" } ?? "") + "; not tried again until spec.k3s changes")
     }
