@@ -81,7 +81,7 @@ enum K3sStandIn {
                     "apiVersion": .string("coordination.k8s.io/v1"), "kind": .string("Lease"),
                     "metadata": .object(["name": .string(node), "namespace": .string("kube-node-lease")]),
                     "spec": .object(["holderIdentity": .string(node), "leaseDurationSeconds": .int(40),
-                                     "renewTime": .string(KubeTestServer.now())]),
+                                     "renewTime": .string(server.now())]),
                 ]))
                 controller.step()
                 if !argoInstalled, server.objects(KubeTestServer.helmChart, namespace: "kube-system").contains(where: { chart in

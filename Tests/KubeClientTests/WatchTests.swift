@@ -66,7 +66,7 @@ struct WatchTests {
         try await withServer { (s: KubeTestServer, api: KubeAPI) async throws in
             _ = try await api.apply(Self.cm("before", "0"), to: ResourceRef(plural: "configmaps", namespace: "default", name: "before"))
             let seen = try await collect(api, 4) {
-                try await Task.sleep(for: .milliseconds(300))
+                try await s.waitForWatches()
                 _ = try await api.apply(Self.cm("x", "1"), to: ResourceRef(plural: "configmaps", namespace: "default", name: "x"))
                 _ = try await api.apply(Self.cm("x", "2"), to: ResourceRef(plural: "configmaps", namespace: "default", name: "x"))
                 try await api.delete(ResourceRef(plural: "configmaps", namespace: "default", name: "x"))
@@ -78,9 +78,9 @@ struct WatchTests {
     @Test func aWatchSurvivesADroppedConnectionWithoutLosingOrRepeatingEvents() async throws {
         try await withServer { (s: KubeTestServer, api: KubeAPI) async throws in
             let seen = try await collect(api, 3) {
-                try await Task.sleep(for: .milliseconds(300))
+                try await s.waitForWatches()
                 _ = try await api.apply(Self.cm("a", "1"), to: ResourceRef(plural: "configmaps", namespace: "default", name: "a"))
-                try await Task.sleep(for: .milliseconds(200))
+                try await s.waitForWatches()   // a=1 was sent before the drop
                 s.dropWatches()
                 // Changed while no watch is connected: the resumed watch must still deliver it.
                 s.put(KubeTestServer.builtIn[1], namespace: "default", Self.cm("b", "1"))
@@ -93,9 +93,9 @@ struct WatchTests {
     @Test func aWatchThatFellBehindRelists() async throws {
         try await withServer { (s: KubeTestServer, api: KubeAPI) async throws in
             let seen = try await collect(api, 3) {
-                try await Task.sleep(for: .milliseconds(300))
+                try await s.waitForWatches()
                 _ = try await api.apply(Self.cm("a", "1"), to: ResourceRef(plural: "configmaps", namespace: "default", name: "a"))
-                try await Task.sleep(for: .milliseconds(200))
+                try await s.waitForWatches()   // a=1 was sent before the drop
                 // The watch is dropped before b exists, and b's history is gone: resuming from
                 // the old version gets 410 Gone, whatever the machine's load.
                 s.dropWatchesThenChangeAndCompact(KubeTestServer.builtIn[1], namespace: "default", Self.cm("b", "1"))
@@ -112,7 +112,7 @@ struct WatchTests {
             async let watched = SystemCommandRunner().run(Command("timeout", ["6", "kubectl", "--kubeconfig", dir + "/kubeconfig",
                                                                             "--cache-dir", dir + "/cache", "get", "configmaps", "-n", "default",
                                                                             "-w", "-o", "name"], timeout: .seconds(30)))
-            try await Task.sleep(for: .seconds(2.5))
+            try await s.waitForWatches()   // kubectl's watch is open
             _ = try await api.apply(Self.cm("from-kubeapi", "1"), to: ResourceRef(plural: "configmaps", namespace: "default", name: "from-kubeapi"))
             let result = try await watched
             #expect(result.stdout.contains("configmap/from-kubeapi"), "\(result.stdout)\n\(result.stderr)")

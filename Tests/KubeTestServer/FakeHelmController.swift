@@ -85,7 +85,7 @@ public struct FakeHelmController: Sendable {
                 "apiVersion": .string("batch/v1"), "kind": .string("Job"),
                 "metadata": .object(["name": .string(jobName), "namespace": .string("kube-system"),
                                      "labels": .object(["helmcharts.helm.cattle.io/chart": .string(name)]),
-                                     "creationTimestamp": .string(KubeTestServer.now())]),
+                                     "creationTimestamp": .string(server.now())]),
                 "spec": .object([
                     "backoffLimit": .int(1000),
                     "template": .object([
@@ -118,7 +118,7 @@ public struct FakeHelmController: Sendable {
                     "apiVersion": .string("v1"), "kind": .string("Pod"),
                     "metadata": .object(["name": .string(podName), "namespace": .string("kube-system"),
                                          "labels": .object(["batch.kubernetes.io/job-name": .string(jobName), "job-name": .string(jobName)]),
-                                         "creationTimestamp": .string(KubeTestServer.now())]),
+                                         "creationTimestamp": .string(server.now())]),
                     "spec": .object(["restartPolicy": .string("OnFailure")]),
                     "status": Self.crashLooping(podName, restarts: 1),
                 ]))

@@ -1,6 +1,6 @@
 import Foundation
 import Synchronization
-import Reconcilers
+public import Reconcilers
 import TestSupport
 public import YAML
 
@@ -51,6 +51,9 @@ public final class KubeTestServer: @unchecked Sendable {
         var compactedBelow = 0
         /// Bumped to end every open watch (a dropped connection).
         var watchGeneration = 0
+        /// Watches streaming now, and the newest resourceVersion any of them has sent.
+        var openWatches = 0
+        var delivered = 0
         /// Pod logs by "namespace/pod".
         var logs: [String: String] = [:]
         /// Structural schemas of custom resources, by "GROUPVERSION/PLURAL": applies are pruned
@@ -106,10 +109,15 @@ public final class KubeTestServer: @unchecked Sendable {
     public static let appProject = ResourceType(group: "argoproj.io", version: "v1alpha1", kind: "AppProject", plural: "appprojects",
                                                 namespaced: true)
 
+    public let clock: any WallClock
+
     /// - Parameters:
     ///   - pkiScript: the program that makes the CA and certificates (`Tests/Fixtures/pki/make.py`).
     ///   - port: the client-certificate port; a free one when nil.
-    public init(pkiScript: String? = nil, port: Int? = nil) async throws {
+    ///   - clock: what object times (creationTimestamp, managedFields) are read from: a
+    ///     manual clock lets a test move past a whole second instead of sleeping.
+    public init(pkiScript: String? = nil, port: Int? = nil, clock: any WallClock = SystemWallClock()) async throws {
+        self.clock = clock
         let pkiScript = pkiScript ?? Fixtures.repository + "/Tests/Fixtures/pki/make.py"
         let dir = Fixtures.temporaryDirectory()
         try await SystemCommandRunner().check(Command("python3", [pkiScript, dir], timeout: .seconds(120)))
@@ -203,6 +211,21 @@ public final class KubeTestServer: @unchecked Sendable {
         state.withLock { s in for _ in 0..<count { s.failures.append((status, retryAfter)) } }
     }
 
+    /// Waits (up to 20 s) until `count` watches are open and every change so far was sent to
+    /// them: what a test waits for instead of sleeping before it changes something.
+    public func waitForWatches(_ count: Int = 1) async throws {
+        for _ in 0..<1000 {
+            if state.withLock({ $0.openWatches >= count && $0.delivered >= $0.events.last.map(\.rv) ?? 0 }) { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TestServerError(message: "\(count) watch(es) did not connect and catch up")
+    }
+
+    public struct TestServerError: Error, CustomStringConvertible {
+        public var message: String
+        public var description: String { message }
+    }
+
     /// Ends every open watch connection, as a restarting API server or a proxy would.
     public func dropWatches() {
         state.withLock { $0.watchGeneration += 1 }
@@ -230,7 +253,7 @@ public final class KubeTestServer: @unchecked Sendable {
             var o = object
             o[["metadata", "resourceVersion"]] = .string(String(s.resourceVersion))
             if o[["metadata", "creationTimestamp"]] == nil {
-                o[["metadata", "creationTimestamp"]] = s.objects[key]?.object[["metadata", "creationTimestamp"]] ?? .string(Self.now())
+                o[["metadata", "creationTimestamp"]] = s.objects[key]?.object[["metadata", "creationTimestamp"]] ?? .string(self.now())
             }
             let isNew = s.objects[key] == nil
             if isNew { s.order.append(key) }
@@ -409,14 +432,20 @@ public final class KubeTestServer: @unchecked Sendable {
                 guard send("BOOKMARK", .object(["kind": .string(type.kind), "apiVersion": .string(type.groupVersion),
                                                 "metadata": .object(["resourceVersion": .string(String(max(last, now)))])])) else { return }
             }
+            state.withLock { $0.openWatches += 1 }
+            defer { state.withLock { $0.openWatches -= 1 } }
             let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
             while ContinuousClock.now < deadline {
-                let (events, gen) = state.withLock { s in (s.events.filter { $0.rv > last && matches($0.key) }, s.watchGeneration) }
+                let (events, gen, newest) = state.withLock { s in
+                    (s.events.filter { $0.rv > last && matches($0.key) }, s.watchGeneration, s.events.last?.rv ?? 0)
+                }
                 if gen != generation { return }
                 for e in events {
                     guard send(e.type, e.object) else { return }
                     last = e.rv
                 }
+                // Everything up to `newest` that this watch matches was sent.
+                state.withLock { $0.delivered = max($0.delivered, newest) }
                 usleep(20_000)
             }
         }
@@ -502,10 +531,10 @@ public final class KubeTestServer: @unchecked Sendable {
             let rv = dryRun ? s.resourceVersion : s.resourceVersion + 1
             object[["metadata", "resourceVersion"]] = .string(String(rv))
             object[["metadata", "uid"]] = existing?.object[["metadata", "uid"]] ?? .string(UUID().uuidString.lowercased())
-            object[["metadata", "creationTimestamp"]] = existing?.object[["metadata", "creationTimestamp"]] ?? .string(Self.now())
+            object[["metadata", "creationTimestamp"]] = existing?.object[["metadata", "creationTimestamp"]] ?? .string(self.now())
             object[["metadata", "managedFields"]] = .array(owners.keys.sorted().map { m in
                 .object(["manager": .string(m), "operation": .string("Apply"), "apiVersion": .string(type.groupVersion),
-                         "time": .string(Self.now()),
+                         "time": .string(self.now()),
                          "fieldsType": .string("FieldsV1"), "fieldsV1": Self.fieldsV1(owners[m] ?? [])])
             })
             if !dryRun {
@@ -569,7 +598,8 @@ public final class KubeTestServer: @unchecked Sendable {
     }
 
     /// The wall-clock time as Kubernetes writes it.
-    public static func now() -> String { Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000)).rfc3339 }
+    /// The server's time, as Kubernetes writes it (whole seconds).
+    public func now() -> String { clock.now().rfc3339 }
 
     static let identityPaths: Set<[String]> = [["apiVersion"], ["kind"], ["metadata", "name"], ["metadata", "namespace"]]
 

@@ -17,8 +17,14 @@ final class ClusterLab: @unchecked Sendable {
     /// - Parameter helmController: the helm-controller whose CRDs the API server serves and
     ///   prunes by: v0.17.1 is what current K3s lines bundle (v1.35.5+k3s1), v0.16.5 what
     ///   v1.31.4+k3s1 bundles.
-    init(helmController: HelmControllerVersion = .v0_17_1) async throws {
-        server = try await KubeTestServer()
+    /// The node's and the API server's one clock: object times and nodeagent's change marks
+    /// move together; with a manual one a test moves them past a whole second without sleeping
+    /// (the real clock where the nodeagent binary runs against the lab).
+    let clock: any WallClock
+
+    init(helmController: HelmControllerVersion = .v0_17_1, clock: any WallClock = SystemWallClock()) async throws {
+        self.clock = clock
+        server = try await KubeTestServer(clock: clock)
         server.serveHelmCRDs(helmController)
         server.gitVersion = helmController == .v0_17_1 ? "v1.35.5+k3s1" : "v1.31.4+k3s1"
         root = Fixtures.temporaryDirectory()
@@ -41,7 +47,8 @@ final class ClusterLab: @unchecked Sendable {
 
     var engine: Engine {
         get throws {
-            let host = Host(root: root)
+            var host = Host(root: root)
+            host.clock = clock
             return try Engine(BuiltInReconcilers.all(on: host, options: PassOptions(kubeconfig: kubeconfig)))
         }
     }
@@ -180,14 +187,15 @@ struct ClusterReconcilerTests {
     }
 
     @Test func aValuesChangeIsAppliedAndWaitsForTheNewJob_aRemovedReleaseIsPruned() async throws {
-        let lab = try await ClusterLab()
+        let clock = ManualWallClock(now: SystemWallClock().now())
+        let lab = try await ClusterLab(clock: clock)
         defer { lab.stop() }
         _ = try await lab.apply(try platform(argocd: ""))
         lab.controller.step()
         #expect(try await lab.apply(try platform(argocd: ""))[.helm]?.condition?.status == .ready)
 
         // Job times have whole seconds: let the Job above be from an earlier second than the change.
-        try await Task.sleep(for: .milliseconds(1100))
+        clock.advance(by: TimeSpan(milliseconds: 1100))
         let changed = try platform(releases: Self.releases.replacingOccurrences(of: "size: 20Gi", with: "size: 50Gi"), argocd: "")
         let plan = try await lab.plan(changed)
         let change = try #require(plan[.helm]?.changes.first)
@@ -523,7 +531,7 @@ struct K3sFidelityTests {
         lab.controller.step(failing: ["cache"])
         var pod = try #require(lab.server.object("pods", namespace: "kube-system", name: "helm-install-cache-x7k2p"))
         pod[["status", "containerStatuses"]] = .array([.object([
-            "name": .string("helm"), "restartCount": .int(2), "state": .object(["running": .object(["startedAt": .string(KubeTestServer.now())])]),
+            "name": .string("helm"), "restartCount": .int(2), "state": .object(["running": .object(["startedAt": .string(lab.server.now())])]),
             "lastState": .object(["terminated": .object(["exitCode": .int(1), "reason": .string("Error")])]),
         ])])
         lab.server.put(KubeTestServer.builtIn.first { $0.plural == "pods" }!, namespace: "kube-system", pod)

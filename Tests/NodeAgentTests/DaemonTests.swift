@@ -236,12 +236,19 @@ struct DaemonTests {
               status: {listen: "127.0.0.1:9430"}
 
             """.write(toFile: state, atomically: true, encoding: .utf8)
-        // The firewall step pauses two seconds after loading the new table: SIGTERM lands there.
+        // The firewall step stops itself right after loading the new table: SIGTERM lands there.
         let pid = try DetachedProcess.spawn(["/bin/sh", "-c",
             "NODEAGENT_PAUSE_AT=firewall-loaded exec ip netns exec \(lab.vps) \"$0\" run --state \"$1\" --root \"$2\" 2>\"$2/daemon.log\"",
             Binary.path, state, lab.root])
-        try await Task.sleep(for: .milliseconds(800))
+        var stopped = false
+        for _ in 0..<600 where !stopped {
+            let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+            stopped = stat.split(separator: ")").last?.split(separator: " ").first == "T"
+            if !stopped { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(stopped, "the daemon never reached the pause point: \((try? String(contentsOfFile: lab.root + "/daemon.log", encoding: .utf8)) ?? "")")
         kill(pid, SIGTERM)
+        kill(pid, SIGCONT)
         let code = await DetachedProcess.waitForExit(pid, timeout: .seconds(15))
         #expect(code == 0, "exit \(String(describing: code)): \((try? String(contentsOfFile: lab.root + "/daemon.log", encoding: .utf8)) ?? "")")
         // The step it was in was finished, not abandoned half-way: checked, recorded, timer disarmed.

@@ -180,8 +180,9 @@ struct HostReconcilerTests {
             #expect(applied.exitCode == 0, "\(applied.stderr)")
             #expect(applied.stderr.contains("AwaitingConfirmation"))
             #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["8443"])["tcp/8443"] == true)
-            // Nobody confirms: within the bound (plus a margin) the previous ruleset is back.
-            try await Task.sleep(for: .seconds(3.5))
+            // Nobody confirms: when the bound passes (the timer fired instead of waited for), the
+            // previous ruleset is back.
+            #expect(try await RevertTimers.fire(under: lab.root) == 1)
             #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["8443", "22"]) == ["tcp/8443": false, "tcp/22": true])
             let plan = try await nodeagent(lab, ["plan", "--state", risky, "--only", "firewall"])
             #expect(plan.exitCode == 1)
@@ -198,7 +199,7 @@ struct HostReconcilerTests {
             _ = try write(lab, platform(lab, publicTCP: [22, 80, 443, 8443], peers: peers))
             let confirmed = try await nodeagent(lab, ["confirm"])
             #expect(confirmed.stdout.hasPrefix("confirmed"))
-            try await Task.sleep(for: .seconds(3))
+            #expect(RevertTimers.pids(under: lab.root).isEmpty, "confirmed: no timer is left to revert it")
             #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["8443"])["tcp/8443"] == true)
             #expect(try await nodeagent(lab, ["plan", "--state", risky, "--only", "firewall"]).exitCode == 0)
         }
@@ -227,7 +228,7 @@ struct HostReconcilerTests {
                                               environment: ["NODEAGENT_CRASH_AT": "firewall-loaded"])
             #expect(crashed.exitCode != 0)
             #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["8443"])["tcp/8443"] == true)
-            try await Task.sleep(for: .seconds(3.5))
+            #expect(try await RevertTimers.fire(under: lab.root) == 1, "the crashed apply left its timer armed")
             #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["8443", "22"]) == ["tcp/8443": false, "tcp/22": true])
         }
     }
@@ -257,11 +258,11 @@ struct HostReconcilerTests {
                 _ = await DetachedProcess.waitForExit(pid, timeout: .seconds(30))
             }
             print("kill -9 fault injection: \(killed) of 50 runs killed")
-            // Any revert armed by a killed run fires within its bound; then one clean pass.
-            try await Task.sleep(for: .seconds(3))
+            // Any revert armed by a killed run fires (now, not after its bound); then one clean pass.
+            print("kill -9 fault injection: \(try await RevertTimers.fire(under: lab.root)) revert timers left armed and fired")
             let final = try await nodeagent(lab, ["apply", "--state", b, "--only", "os,firewall,wireguard", "--revert-after", "2s"])
             #expect(final.exitCode == 0, "\(final.stdout)\(final.stderr)")
-            try await Task.sleep(for: .seconds(3))   // past any revert bound: the change stays
+            #expect(RevertTimers.pids(under: lab.root).isEmpty, "no timer left that could revert the change")
             let plan = try await nodeagent(lab, ["plan", "--state", b, "--only", "os,firewall,wireguard"])
             #expect(plan.exitCode == 0, "converged and stays so: \(plan.stdout)\(plan.stderr)")
             #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["8443", "22"]) == ["tcp/8443": true, "tcp/22": true])

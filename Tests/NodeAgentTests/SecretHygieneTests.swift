@@ -154,7 +154,7 @@ struct HostileClientTests {
             """.write(toFile: dir + "/platform.yaml", atomically: true, encoding: .utf8)
         let pid = try DetachedProcess.spawn([Binary.path, "run", "--state", dir + "/platform.yaml", "--root", dir], output: dir + "/daemon.log")
         defer { DetachedProcess.stop(pid) }
-        for _ in 0..<100 where !TLSTestPeer.canConnect(port) { try await Task.sleep(for: .milliseconds(100)) }
+        for _ in 0..<400 where !TLSTestPeer.canConnect(port) { try await Task.sleep(for: .milliseconds(100)) }
         let seed = UInt32.random(in: 0...UInt32.max)
         print("hostile clients: fuzz seed \(seed)")
         let r = try await SystemCommandRunner().run(Command("/usr/bin/python3", [Fixtures.repository + "/Tests/Fixtures/hostile/clients.py",

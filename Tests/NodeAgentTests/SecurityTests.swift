@@ -327,7 +327,7 @@ import YAML
         let token = "tok-\(UInt64.random(in: 0...UInt64.max))"
         try Array("\(token)\n".utf8).withUnsafeBufferPointer { _ = FileManager.default.createFile(atPath: dir + "/token", contents: Data($0)) }
         chmod(dir + "/token", 0o600)
-        let port = Int.random(in: 20000...40000)
+        let port = TLSTestPeer.freePort()
         let expected = "Basic " + Data("oauth2:\(token)".utf8).base64EncodedString()
         let server = try DetachedProcess.spawn(["/usr/bin/python3", "-c", """
             import http.server, sys
@@ -340,7 +340,7 @@ import YAML
             http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[3])), H).serve_forever()
             """, dir + "/srv", expected, String(port)], output: dir + "/server.log")
         defer { DetachedProcess.stop(server) }
-        for _ in 0..<100 where !TLSTestPeer.canConnect(port) { try await Task.sleep(for: .milliseconds(50)) }
+        for _ in 0..<400 where !TLSTestPeer.canConnect(port) { try await Task.sleep(for: .milliseconds(50)) }
         let runner = RecordingRunner()
         func source(_ tokenFile: String?) -> GitSource {
             var config = AgentConfig.Source(repo: "http://127.0.0.1:\(port)/platform.git", ref: "main", commit: nil, path: "platform.yaml",
@@ -547,7 +547,7 @@ enum FirewallSpecFixture {
         let server = try DetachedProcess.spawn(["/usr/bin/python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir, String(port)],
                                                output: dir + "/server.log")
         defer { DetachedProcess.stop(server) }
-        for _ in 0..<100 where !TLSTestPeer.canConnect(port) { try await Task.sleep(for: .milliseconds(50)) }
+        for _ in 0..<400 where !TLSTestPeer.canConnect(port) { try await Task.sleep(for: .milliseconds(50)) }
         let fd = open(dir + "/out", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         defer { close(fd) }
         do {

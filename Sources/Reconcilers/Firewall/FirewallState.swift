@@ -75,7 +75,10 @@ public struct FirewallState: Sendable {
         let nft = SystemCommandRunner.resolve("nft") ?? "/usr/sbin/nft"
         // Marked as reverted before the rollback loads: if the timer dies in between, the
         // change is not retried (a human looks) rather than re-applied over the rollback.
-        let shell = "sleep \(format3(span)) && mv -f '\(hostPath(Self.pendingFile))' '\(hostPath(Self.revertedFile))'"
+        // SIGUSR1 fires it at once (the tests' way to move past the bound without waiting for
+        // it; an operator's too); SIGTERM (disarm) ends it without reverting.
+        let shell = "trap : USR1; sleep \(format3(span)) & wait $!; kill $! 2>/dev/null;"
+            + " mv -f '\(hostPath(Self.pendingFile))' '\(hostPath(Self.revertedFile))'"
             + " && '\(nft)' -f '\(hostPath(Self.rollbackFile))'; rm -f '\(hostPath(Self.pidFile))'"
         let pid = try DetachedProcess.spawn(["/bin/sh", "-c", shell, Self.timerMarker])
         try host.files.write(Self.pidFile, Array("\(pid)\n".utf8), mode: 0o600)
@@ -121,14 +124,15 @@ public struct FirewallState: Sendable {
 
 /// Test-only crash points: with `NODEAGENT_CRASH_AT=NAME` in the environment the process
 /// kills itself with SIGKILL at that point, as a power cut or OOM kill would; with
-/// `NODEAGENT_PAUSE_AT=NAME` it stops there for two seconds (a slow step, to signal into).
+/// `NODEAGENT_PAUSE_AT=NAME` it stops itself there (SIGSTOP) until SIGCONT: a test sees it
+/// stopped at that point, signals into it, and lets it go on — no waiting on a timer.
 /// Compiled into debug builds only (what `swift test` runs): in a release binary, the one
 /// nodes run, these are no-ops whatever the environment says.
 public enum FaultInjection {
     public static func pauseIfRequested(at point: String) {
         #if DEBUG
         if let wanted = getenv("NODEAGENT_PAUSE_AT"), String(cString: wanted) == point {
-            usleep(2_000_000)
+            raise(SIGSTOP)   // until the test, having seen it stopped here, sends SIGCONT
         }
         #endif
     }

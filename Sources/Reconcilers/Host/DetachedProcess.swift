@@ -12,6 +12,11 @@ public enum DetachedProcess {
     static let spawnSetsid: Int16 = 0x80
     static let spawnSetSignalDefaults: Int16 = 0x04
     static let spawnSetSignalMask: Int16 = 0x08
+    /// glibc's posix_spawn_file_actions_addclosefrom_np (2.34+; Debian 12 has 2.36), behind
+    /// _GNU_SOURCE as well: found once by name in the loaded libc.
+    static let addCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? =
+        dlsym(nil, "posix_spawn_file_actions_addclosefrom_np")
+            .map { unsafeBitCast($0, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self) }
 
     /// - Parameters:
     ///   - output: a file that receives stdout and stderr (appended, created 0600); nil for /dev/null.
@@ -34,6 +39,9 @@ public enum DetachedProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
+        // Nothing but 0–2 goes with it: a process that outlives its parent must not hold the
+        // parent's pipes (a reader waiting for EOF would wait as long), sockets or locks.
+        _ = Self.addCloseFrom?(&actions, 3)
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         if let output {
             posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o600)
