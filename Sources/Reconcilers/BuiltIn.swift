@@ -1,6 +1,9 @@
 /// What a reconciler needs from the node: the seams every side effect goes through.
 public struct Host: Sendable {
     public var files: any FileSystem
+    /// The running system's own files, never under `--root`: the kernel's (/proc, /sys) and the
+    /// installed programs' (/usr/lib/postgresql). Tests may inject another view.
+    public var system: any FileSystem = RootedFileSystem(root: "/")
     public var commands: any CommandRunner
     public var services: any ServiceManager
     public var clock: any WallClock
@@ -49,15 +52,6 @@ public struct PassOptions: Sendable {
 public enum BuiltInReconcilers {
     public static func all(on host: Host, options: PassOptions = PassOptions()) -> [AnyReconciler] {
         let cluster = options.cluster(on: host)
-        return [
-            AnyReconciler(OSReconciler(host: host)),
-            AnyReconciler(FirewallReconciler(host: host, options: options.firewall)),
-            AnyReconciler(WireGuardReconciler(host: host)),
-            AnyReconciler(K3sReconciler(host: host, cluster: cluster, options: .init(log: options.log))),
-            AnyReconciler(HelmReconciler(host: host, cluster: cluster)),
-            AnyReconciler(AlertingReconciler(host: host, cluster: cluster)),
-            AnyReconciler(ArgoCDReconciler(host: host, cluster: cluster)),
-            AnyReconciler(BackupsReconciler(host: host)),
-        ]
+        return Sections.all.compactMap { $0.make?(host, options, cluster) }
     }
 }

@@ -4,52 +4,49 @@ import YAML
 /// The Argo CD App-of-Apps: once the Argo CD release is healthy and its `Application` CRD is
 /// established, the root `Application` (automated sync with prune and self-heal) and, for a
 /// private repository, its credentials Secret. Reports the root's sync and health status.
-public struct ArgoCDReconciler: Reconciler {
-    public struct Desired: Sendable, Equatable {
-        public var spec: ArgoCDSpec
+typealias ArgoCDReconciler = ClusterObjectsReconciler<ArgoCDObjects>
+
+extension ClusterObjectsReconciler where Section == ArgoCDObjects {
+    init(host: Host, cluster: ClusterAccess) { self.init(ArgoCDObjects(), host: host, cluster: cluster) }
+}
+
+struct ArgoCDObjects: ClusterSection {
+    struct Desired: Sendable, Equatable {
+        var spec: ArgoCDSpec
         /// The Helm release that installs Argo CD; nil if the desired state lacks it.
-        public var release: HelmRelease?
+        var release: HelmRelease?
     }
 
-    public struct Observed: Sendable {
-        var objects: [KubeObject]
-        var cluster: ObjectsObservation
-        /// The root Application as the cluster has it.
-        var root: JSONValue?
-    }
-
-    public static let name = ReconcilerName.argocd
+    static let name = ReconcilerName.argocd
     /// Ordered after helm, but it waits only on its own release, not on every release.
-    public static let dependencies: [ReconcilerName] = [.helm]
-    public static let proceedsWhileDependenciesProgress = true
-    public var owns: [OwnedResource] {
+    static let dependencies: [ReconcilerName] = [.helm]
+    static let proceedsWhileDependenciesProgress = true
+    var owns: [OwnedResource] {
         [.kubernetesObject("applications, appprojects and secrets labelled \(KubeObject.ownerLabel)=argocd")]
     }
+    var objectsName: String { "the App-of-Apps objects" }
 
-    let host: Host
-    let cluster: ClusterAccess
-
-    public init(host: Host, cluster: ClusterAccess) {
-        self.host = host
-        self.cluster = cluster
-    }
-
-    public func desired(from platform: Platform) -> Desired? {
+    func desired(from platform: Platform) -> Desired? {
         guard let spec = platform.spec.argocd else { return nil }
         return Desired(spec: spec, release: platform.spec.helmReleases?.first { $0.name == spec.release })
     }
 
-    public func observe(_ desired: Desired) async throws -> Observed {
-        let api = try cluster.api()
+    func objects(_ desired: Desired, host: Host, api: KubeAPI) async throws -> (objects: [KubeObject], collections: [ResourceRef]) {
         try await requireArgoCD(desired, api: api)
-        let objects = try ClusterRender.argocd(desired.spec, secrets: .files(host.files))
         let namespace = desired.spec.namespace.value
-        let observed = try await ObjectSync.observe(objects, api: api, owner: Self.name, collections: [
-            ClusterRender.applicationRef(namespace: namespace), ClusterRender.appProjectRef(namespace: namespace),
-            ResourceRef(plural: "secrets", namespace: namespace),
-        ])
-        let root = objects.last.flatMap { observed.current[$0.ref] }
-        return Observed(objects: objects, cluster: observed, root: desired.spec.appOfApps == nil ? nil : root)
+        return (try ClusterRender.argocd(desired.spec, secrets: .files(host.files)),
+                [ClusterRender.applicationRef(namespace: namespace), ClusterRender.appProjectRef(namespace: namespace),
+                 ResourceRef(plural: "secrets", namespace: namespace)])
+    }
+
+    /// The root Application as the cluster has it (nil without an App-of-Apps).
+    func facts(_ desired: Desired, objects: [KubeObject], observed: ObjectsObservation, api: KubeAPI) async throws -> JSONValue? {
+        desired.spec.appOfApps == nil ? nil : objects.last.flatMap { observed.current[$0.ref] }
+    }
+
+    func condition(_ desired: Desired, _ root: JSONValue?) -> Condition {
+        guard let app = desired.spec.appOfApps else { return .ready("Argo CD is healthy; no appOfApps declared") }
+        return Self.rootCondition(app.name.value, root)
     }
 
     /// Waits (without failing) until the Argo CD release is healthy and the API serves
@@ -72,23 +69,6 @@ public struct ArgoCDReconciler: Reconciler {
         } catch {
             throw ReconcileError.kube(error, doing: "checking Argo CD")
         }
-    }
-
-    public func plan(_ desired: Desired, _ observed: Observed) throws -> [Change] {
-        ObjectSync.plan(observed.objects, observed.cluster)
-    }
-
-    public func apply(_ changes: [Change], desired: Desired) async throws {
-        try await ObjectSync.apply(changes, api: try cluster.api())
-    }
-
-    public func verify(_ desired: Desired) async throws -> Condition {
-        converged(desired, try await observe(desired))
-    }
-
-    public func converged(_ desired: Desired, _ observed: Observed) -> Condition {
-        guard let app = desired.spec.appOfApps else { return .ready("Argo CD is healthy; no appOfApps declared") }
-        return Self.rootCondition(app.name.value, observed.root)
     }
 
     /// Ready when the root Application is Synced and Healthy; Failed when Degraded; else

@@ -201,7 +201,7 @@ public struct PostgresBackups: Sendable {
             let number = Int((try session.query("SHOW server_version_num").first?.first ?? nil) ?? "") ?? 0
             return (snapshot ?? "", version ?? "?", number / 10000, try Self.countRows(session))
         }
-        let tools = try await PostgresTools.find(serverMajor: major, commands: host.commands)
+        let tools = try await PostgresTools.find(serverMajor: major, commands: host.commands, system: host.system)
         let name = "\(database)-\(BackupStore.stamp(started)).dump"
         let partial = "\(folder)/.partial-\(name)"
         // A failed dump takes its partial file with it at once (on a full disk, the space).
@@ -217,7 +217,6 @@ public struct PostgresBackups: Sendable {
         _ = try? await Offload.run { try session.query("COMMIT") }
         FaultInjection.crashIfRequested(at: "backup-dumped")
         do {
-            try Self.fsync(hostPath(partial))
             // pg_dump said it succeeded; the archive must also read as one (its table of
             // contents), or it is not sealed as a backup.
             try await run(Command(tools.pgRestore, ["--list", hostPath(partial)], timeout: .seconds(300), outputLimit: 64 << 20),
@@ -233,26 +232,19 @@ public struct PostgresBackups: Sendable {
     /// A backup directory, made 0700 or tightened to it: dumps hold every row of a database.
     func makePrivateDirectory(_ path: String) throws {
         try host.files.makeDirectory(path, mode: 0o700)
-        var st = stat()
-        guard lstat(hostPath(path), &st) == 0 else { throw FileSystemError(operation: "stat", path: hostPath(path), errno: errno) }
-        guard (st.st_mode & S_IFMT) == S_IFDIR else { throw FileSystemError(operation: "use", path: hostPath(path), errno: ENOTDIR, problem: .notDirectory) }
-        if st.st_mode & 0o077 != 0, chmod(hostPath(path), 0o700) != 0 {
-            throw FileSystemError(operation: "chmod", path: hostPath(path), errno: errno)
+        guard try host.files.list(path) != nil else {
+            throw FileSystemError(operation: "use", path: path, errno: ENOTDIR, problem: .notDirectory)
         }
+        try host.files.restrict(path, to: 0o700)
         // Dumps an earlier version left with the caller's umask (0644).
         for name in try host.files.list(path) ?? [] where name.hasSuffix(".dump") || name.hasSuffix(".json") || name.hasSuffix(".sql") {
-            var f = stat()
-            let file = hostPath("\(path)/\(name)")
-            if lstat(file, &f) == 0, (f.st_mode & S_IFMT) == S_IFREG, f.st_mode & 0o077 != 0 { chmod(file, 0o600) }
+            try host.files.restrict("\(path)/\(name)", to: 0o600)
         }
     }
 
-    /// An empty file only root can read, whatever the umask.
+    /// An empty file only root can read, whatever the umask (pg_dump then writes into it).
     func createPrivate(_ path: String) throws {
-        let fd = open(hostPath(path), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw FileSystemError(operation: "create", path: hostPath(path), errno: errno) }
-        defer { close(fd) }
-        guard fchmod(fd, 0o600) == 0 else { throw FileSystemError(operation: "chmod", path: hostPath(path), errno: errno) }
+        try host.files.write(path, [], mode: 0o600)
     }
 
     func dumpInto(partial: String, database: String, snapshot: String, tools: PostgresTools, target: PostgresTarget) async throws {
@@ -269,12 +261,9 @@ public struct PostgresBackups: Sendable {
     /// Checksum, rename into place, then the manifest: from here on it is a backup.
     func seal(partial: String, name: String, folder: String, database: String, started: Timestamp, version: String,
               tools: PostgresTools, tables: [BackupManifest.Table]) async throws -> BackupManifest {
-        let sha = try await Offload.run { try Digest.sha256Hex(file: hostPath(partial)) ?? "" }
-        let size = Self.size(hostPath(partial))
-        guard rename(hostPath(partial), hostPath("\(folder)/\(name)")) == 0 else {
-            throw FileSystemError(operation: "rename", path: hostPath(partial), errno: errno)
-        }
-        K3sBinary.syncDirectory(of: hostPath("\(folder)/\(name)"))
+        let sha = try await Offload.run { try host.files.sha256(partial) ?? "" }
+        let size = try host.files.size(partial) ?? 0
+        try host.files.move(partial, to: "\(folder)/\(name)", mode: 0o600)
         let manifest = BackupManifest(database: database, file: name, size: size, sha256: sha, startedAt: started, finishedAt: host.clock.now(),
                                       serverVersion: version, pgDumpVersion: tools.version, tables: tables)
         try host.files.write("\(folder)/\(String(name.dropLast(".dump".count))).json",
@@ -285,7 +274,7 @@ public struct PostgresBackups: Sendable {
     func dumpGlobals(_ target: PostgresTarget) async throws {
         let session = try await Offload.run { try PostgresSession(target, database: "postgres") }
         let number = try await Offload.run { Int((try session.query("SHOW server_version_num").first?.first ?? nil) ?? "") ?? 0 }
-        let tools = try await PostgresTools.find(serverMajor: number / 10000, commands: host.commands)
+        let tools = try await PostgresTools.find(serverMajor: number / 10000, commands: host.commands, system: host.system)
         let folder = "\(spec.directory.value)/globals"
         try makePrivateDirectory(spec.directory.value)
         try makePrivateDirectory(folder)
@@ -297,10 +286,7 @@ public struct PostgresBackups: Sendable {
                                                     "--dbname=\(Self.conninfo(target, database: "postgres"))"],
                                   environment: env, timeout: .seconds(600)), reason: "GlobalsFailed", what: "pg_dumpall --globals-only")
         }
-        try Self.fsync(hostPath(partial))
-        guard rename(hostPath(partial), hostPath("\(folder)/\(name)")) == 0 else {
-            throw FileSystemError(operation: "rename", path: hostPath(partial), errno: errno)
-        }
+        try host.files.move(partial, to: "\(folder)/\(name)", mode: 0o600)
         try store.rotateGlobals(keep: spec.keep)
     }
 
@@ -379,7 +365,7 @@ public struct PostgresBackups: Sendable {
     }
 
     func restore(_ entry: BackupStore.Entry, into database: String, target: PostgresTarget, replace: Bool) async throws {
-        let actual = try await Offload.run { try Digest.sha256Hex(file: hostPath(entry.path)) }
+        let actual = try await Offload.run { try host.files.sha256(entry.path) }
         guard let actual else { throw PostgresError(reason: "NoBackup", message: "\(entry.path) does not exist") }
         guard actual == entry.manifest.sha256 else {
             throw PostgresError(reason: "ChecksumMismatch",
@@ -390,7 +376,7 @@ public struct PostgresBackups: Sendable {
             let admin = try PostgresSession(target, database: "postgres")
             return (Int((try admin.query("SHOW server_version_num").first?.first ?? nil) ?? "") ?? 0) / 10000
         }
-        let tools = try await PostgresTools.find(serverMajor: major, commands: host.commands)
+        let tools = try await PostgresTools.find(serverMajor: major, commands: host.commands, system: host.system)
         try await Offload.run {
             let admin = try PostgresSession(target, database: "postgres")
             let exists = try !admin.query("SELECT 1 FROM pg_database WHERE datname = \(PostgresSession.literal(database))").isEmpty
@@ -503,17 +489,6 @@ public struct PostgresBackups: Sendable {
         }
     }
 
-    static func fsync(_ path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw FileSystemError(operation: "open", path: path, errno: errno) }
-        defer { close(fd) }
-        guard Glibc.fsync(fd) == 0 else { throw FileSystemError(operation: "fsync", path: path, errno: errno) }
-    }
-
-    static func size(_ path: String) -> Int64 {
-        var st = stat()
-        return stat(path, &st) == 0 ? Int64(st.st_size) : 0
-    }
 }
 
 extension String {
@@ -531,8 +506,8 @@ struct PostgresTools: Sendable {
     var pgRestore: String
     var version: String
 
-    static func find(serverMajor: Int, commands: any CommandRunner) async throws -> PostgresTools {
-        let installed = ((try? RootedFileSystem(root: "/").list("/usr/lib/postgresql")) ?? nil ?? []).compactMap(Int.init).sorted()
+    static func find(serverMajor: Int, commands: any CommandRunner, system: any FileSystem) async throws -> PostgresTools {
+        let installed = ((try? system.list("/usr/lib/postgresql")) ?? nil ?? []).compactMap(Int.init).sorted()
         let major = installed.first { $0 == serverMajor } ?? installed.last { $0 >= serverMajor } ?? installed.last
         func path(_ tool: String) -> String { major.map { "/usr/lib/postgresql/\($0)/bin/\(tool)" } ?? tool }
         let pgDump = path("pg_dump")

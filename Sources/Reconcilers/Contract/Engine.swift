@@ -224,16 +224,6 @@ public struct Engine: Sendable {
 extension Platform {
     /// The `spec` sections this desired state declares, by their key in `platform.yaml`.
     public var declaredSections: Set<String> {
-        var out = Set<String>()
-        if spec.os != nil { out.insert("os") }
-        if spec.firewall != nil { out.insert("firewall") }
-        if spec.wireguard != nil { out.insert("wireguard") }
-        if spec.k3s != nil { out.insert("k3s") }
-        if spec.helmReleases != nil { out.insert("helmReleases") }
-        if spec.argocd != nil { out.insert("argocd") }
-        if spec.alerting != nil { out.insert("alerting") }
-        if spec.backups != nil { out.insert("backups") }
-        if spec.status != nil { out.insert("status") }
-        return out
+        Set(Sections.all.filter { $0.isDeclared(spec) }.map(\.key))
     }
 }

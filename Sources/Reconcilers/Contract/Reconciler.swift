@@ -13,12 +13,11 @@ public struct ReconcilerName: RawRepresentable, Sendable, Hashable, CustomString
     public static let argocd = ReconcilerName(rawValue: "argocd")
     public static let backups = ReconcilerName(rawValue: "backups")
 
-    /// Every reconciler of the product in dependency order, with the `spec` section each
-    /// manages: os → firewall → wireguard → k3s → helm → alerting → argocd → backups.
-    public static let all: [(name: ReconcilerName, section: String)] = [
-        (.os, "os"), (.firewall, "firewall"), (.wireguard, "wireguard"), (.k3s, "k3s"), (.helm, "helmReleases"),
-        (.alerting, "alerting"), (.argocd, "argocd"), (.backups, "backups"),
-    ]
+    /// Every reconciler of the product, with the `spec` section each manages, as registered in
+    /// `Sections.all`.
+    public static var all: [(name: ReconcilerName, section: String)] {
+        Sections.all.compactMap { s in s.reconciler.map { ($0, s.key) } }
+    }
 }
 
 /// A resource a reconciler owns; no two reconcilers may own the same one.

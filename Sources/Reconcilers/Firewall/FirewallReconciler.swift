@@ -60,7 +60,7 @@ public struct FirewallReconciler: Reconciler {
 
     public func observe(_ desired: Desired) async throws -> Observed {
         // /sys/class/net is the network namespace's own (ip netns exec remounts /sys).
-        let missing = desired.ruleset.publicInterfaces.first { (try? RootedFileSystem().mode("/sys/class/net/\($0)")) == nil }
+        let missing = desired.ruleset.publicInterfaces.first { (try? host.system.mode("/sys/class/net/\($0)")) == nil }
         return Observed(live: try await Nft.listTable(host.commands), applied: try state.applied(), reverted: try state.reverted(),
                         awaitingConfirmation: try state.isArmed(), publicInterfaceExists: missing == nil, missingInterface: missing)
     }

@@ -80,14 +80,14 @@ public struct FirewallState: Sendable {
         let shell = "trap : USR1; sleep \(format3(span)) & wait $!; kill $! 2>/dev/null;"
             + " mv -f '\(hostPath(Self.pendingFile))' '\(hostPath(Self.revertedFile))'"
             + " && '\(nft)' -f '\(hostPath(Self.rollbackFile))'; rm -f '\(hostPath(Self.pidFile))'"
-        let pid = try DetachedProcess.spawn(["/bin/sh", "-c", shell, Self.timerMarker])
+        let pid = try host.commands.spawnDetached(["/bin/sh", "-c", shell, Self.timerMarker])
         try host.files.write(Self.pidFile, Array("\(pid)\n".utf8), mode: 0o600)
     }
 
     /// Whether a revert timer is waiting to fire.
     func isArmed() throws -> Bool {
         guard let pid = try armedPID() else { return false }
-        return Self.isOurTimer(pid)
+        return isOurTimer(pid)
     }
 
     /// Stops the revert timer and forgets the pending change: the new ruleset stays.
@@ -95,9 +95,9 @@ public struct FirewallState: Sendable {
     @discardableResult
     func disarm() throws -> Bool {
         var wasArmed = false
-        if let pid = try armedPID(), Self.isOurTimer(pid) {
+        if let pid = try armedPID(), isOurTimer(pid) {
             wasArmed = true
-            DetachedProcess.stop(pid)
+            host.commands.stopDetached(pid)
         }
         try host.files.remove(Self.pidFile)
         try host.files.remove(Self.pendingFile)
@@ -110,10 +110,10 @@ public struct FirewallState: Sendable {
     }
 
     /// A PID can be reused once the timer is gone: only a live shell carrying our marker counts.
-    static func isOurTimer(_ pid: Int32) -> Bool {
-        guard DetachedProcess.isRunning(pid),
-              let cmdline = try? RootedFileSystem().read("/proc/\(pid)/cmdline") else { return false }
-        return cmdline.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == timerMarker }
+    func isOurTimer(_ pid: Int32) -> Bool {
+        // A live process has its command line in /proc (a zombie's is empty).
+        guard let cmdline = try? host.system.read("/proc/\(pid)/cmdline") else { return false }
+        return cmdline.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == Self.timerMarker }
     }
 
     /// Seconds with millisecond precision, as `sleep` takes them.

@@ -5,59 +5,53 @@ import YAML
 /// `spec.helmReleases` entry (plus a Secret for values read from files), applied with
 /// server-side apply; releases removed from the desired state are pruned; health comes from
 /// the install Job and the release's workloads.
-public struct HelmReconciler: Reconciler {
-    public struct Desired: Sendable, Equatable {
-        public var releases: [HelmRelease]
+typealias HelmReconciler = ClusterObjectsReconciler<HelmObjects>
+
+extension ClusterObjectsReconciler where Section == HelmObjects {
+    init(host: Host, cluster: ClusterAccess) { self.init(HelmObjects(), host: host, cluster: cluster) }
+}
+
+struct HelmObjects: ClusterSection {
+    struct Desired: Sendable, Equatable {
+        var releases: [HelmRelease]
     }
 
-    public struct Observed: Sendable {
-        /// The objects to apply, secret values included (read from their files).
-        var objects: [KubeObject]
-        var cluster: ObjectsObservation
-        var health: [ReleaseHealth]
-    }
-
-    public static let name = ReconcilerName.helm
-    public static let dependencies: [ReconcilerName] = [.k3s]
-    public var owns: [OwnedResource] {
+    static let name = ReconcilerName.helm
+    static let dependencies: [ReconcilerName] = [.k3s]
+    var owns: [OwnedResource] {
         [.kubernetesObject("helmcharts and secrets in kube-system labelled \(KubeObject.ownerLabel)=helm")]
     }
+    var objectsName: String { "the HelmCharts" }
 
-    let host: Host
-    let cluster: ClusterAccess
-
-    public init(host: Host, cluster: ClusterAccess) {
-        self.host = host
-        self.cluster = cluster
-    }
-
-    public func desired(from platform: Platform) -> Desired? {
+    func desired(from platform: Platform) -> Desired? {
         platform.effectiveHelmReleases.map { Desired(releases: $0) }
     }
 
     static let collections = [ClusterRender.helmChartRef(), ResourceRef(plural: "secrets", namespace: ClusterRender.helmNamespace)]
 
-    public func observe(_ desired: Desired) async throws -> Observed {
-        let api = try cluster.api()
+    func objects(_ desired: Desired, host: Host, api: KubeAPI) async throws -> (objects: [KubeObject], collections: [ResourceRef]) {
         try await requireServedFields(desired, api: api)
-        let (objects, observed) = try await objects(desired, api: api)
-        return Observed(objects: objects, cluster: observed, health: try await health(desired, api: api))
+        return (try ClusterRender.helm(desired.releases, secrets: .files(host.files)), Self.collections)
     }
 
-    /// The objects to apply and what the cluster has of them.
-    func objects(_ desired: Desired, api: KubeAPI) async throws -> ([KubeObject], ObjectsObservation) {
-        var objects = try ClusterRender.helm(desired.releases, secrets: .files(host.files))
-        let observed = try await ObjectSync.observe(objects, api: api, owner: Self.name, collections: Self.collections)
-        // Mark when the release's desired state changes (the chart's fields, a field dropped,
-        // or a value from a secret file), so an install Job from before the change is not taken
-        // for the outcome of this one; otherwise the mark stays.
+    /// Marks when the release's desired state changes (the chart's fields, a field dropped, or
+    /// a value from a secret file), so an install Job from before the change is not taken for
+    /// the outcome of this one; otherwise the mark stays.
+    func mark(_ objects: inout [KubeObject], _ observed: ObjectsObservation, now: Timestamp) {
         let changedValues = Set(objects.filter { $0.isSecret }.compactMap { object -> String? in
             observed.current[object.ref]?["data"] == object.body["data"] ? nil : object.ref.name
         })
-        ObjectSync.markChanges(&objects, observed, plural: "helmcharts", now: host.clock.now(), specEquivalent: Self.sameForHelmController) {
+        ObjectSync.markChanges(&objects, observed, plural: "helmcharts", now: now, specEquivalent: Self.sameForHelmController) {
             changedValues.contains(ClusterRender.valuesSecretName($0.ref.name ?? ""))
         }
-        return (objects, observed)
+    }
+
+    func facts(_ desired: Desired, objects: [KubeObject], observed: ObjectsObservation, api: KubeAPI) async throws -> [ReleaseHealth] {
+        try await health(desired, api: api)
+    }
+
+    func condition(_ desired: Desired, _ facts: [ReleaseHealth]) -> Condition {
+        ReleaseHealth.summary(facts)
     }
 
     /// Whether a stored HelmChart spec is the desired one as helm-controller sees it: every
@@ -111,18 +105,14 @@ public struct HelmReconciler: Reconciler {
         }
     }
 
-    public func plan(_ desired: Desired, _ observed: Observed) throws -> [Change] {
-        let blocked = Self.blocked(desired, health: observed.health)
-        var changes: [Change] = []
-        for change in ObjectSync.plan(observed.objects, observed.cluster) {
-            guard let release = Self.release(of: change.subject), let waits = blocked[release] else {
-                changes.append(change)
-                continue
-            }
-            // Held back: shown, never applied, until what it depends on is Ready.
-            changes.append(Change(.run, change.subject, detail: "waits for dependsOn: \(waits)", operation: .hold("dependsOn: \(waits)")))
+    /// A change of a release whose `dependsOn` are not all Ready is held: shown, never
+    /// applied, until what it depends on is Ready.
+    func adjust(_ changes: [Change], _ desired: Desired, _ health: [ReleaseHealth]) -> [Change] {
+        let blocked = Self.blocked(desired, health: health)
+        return changes.map { change in
+            guard let release = Self.release(of: change.subject), let waits = blocked[release] else { return change }
+            return Change(.run, change.subject, detail: "waits for dependsOn: \(waits)", operation: .hold("dependsOn: \(waits)"))
         }
-        return changes
     }
 
     /// Releases whose `dependsOn` are not all Ready, with what they wait for.
@@ -146,18 +136,6 @@ public struct HelmReconciler: Reconciler {
         if subject.hasPrefix("helmchart ") { return name }
         if subject.hasPrefix("secret "), name.hasPrefix("nodeagent-values-") { return String(name.dropFirst("nodeagent-values-".count)) }
         return nil
-    }
-
-    public func apply(_ changes: [Change], desired: Desired) async throws {
-        try await ObjectSync.apply(changes, api: try cluster.api())
-    }
-
-    public func verify(_ desired: Desired) async throws -> Condition {
-        ReleaseHealth.summary(try await health(desired, api: try cluster.api()))
-    }
-
-    public func converged(_ desired: Desired, _ observed: Observed) -> Condition {
-        ReleaseHealth.summary(observed.health)
     }
 
     func health(_ desired: Desired, api: KubeAPI) async throws -> [ReleaseHealth] {

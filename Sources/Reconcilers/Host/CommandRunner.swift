@@ -78,6 +78,17 @@ public protocol CommandRunner: Sendable {
     /// - Throws: `CommandError` when the program cannot start, exceeds its timeout (it is
     ///   then stopped: SIGTERM to its process group, SIGKILL 500 ms later) or its output limit.
     func run(_ command: Command) async throws(CommandError) -> CommandResult
+    /// Starts `argv` in a session of its own that outlives nodeagent (the firewall's revert
+    /// timer), with stdin and output on /dev/null and no other inherited descriptor.
+    /// - Returns: its process id, which is also its process-group id.
+    func spawnDetached(_ argv: [String]) throws(CommandError) -> Int32
+    /// Ends a process group `spawnDetached` started (SIGTERM), and reaps it if it is our child.
+    func stopDetached(_ pid: Int32)
+}
+
+extension CommandRunner {
+    public func spawnDetached(_ argv: [String]) throws(CommandError) -> Int32 { try DetachedProcess.spawn(argv) }
+    public func stopDetached(_ pid: Int32) { DetachedProcess.stop(pid) }
 }
 
 extension CommandRunner {

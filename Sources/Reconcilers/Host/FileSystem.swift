@@ -42,6 +42,21 @@ public protocol FileSystem: Sendable {
     /// owned by the user nodeagent runs as, with no group or other permission bits, of at most
     /// `limit` bytes. nil when it does not exist.
     func readSecret(_ path: String, limit: Int) throws(FileSystemError) -> [UInt8]?
+    /// The file's SHA-256, read in 1 MiB pieces (a K3s binary, a dump); nil when it does not exist.
+    func sha256(_ path: String) throws(FileSystemError) -> String?
+    /// Copies a file, streamed, atomically: a temp file beside the target, fsync, rename.
+    func copy(_ from: String, to target: String, mode: UInt32) throws(FileSystemError)
+    /// Puts a finished file in place in one rename, with `mode` set first.
+    func move(_ from: String, to target: String, mode: UInt32) throws(FileSystemError)
+    /// A new, empty file at `path` (a leftover is removed first; missing parents created 0755),
+    /// opened for writing with `mode`, for a caller that streams into it (a download): it
+    /// writes, fsyncs and closes the descriptor, and removes the file if it gives up.
+    func createForStreaming(_ path: String, mode: UInt32) throws(FileSystemError) -> Int32
+    /// The file's size in bytes; nil when it does not exist.
+    func size(_ path: String) throws(FileSystemError) -> Int64?
+    /// Takes away every permission bit beyond `mode` from an existing file or directory (a
+    /// dump an earlier version left 0644), never through a link; a missing path is no error.
+    func restrict(_ path: String, to mode: UInt32) throws(FileSystemError)
 }
 
 extension FileSystem {
@@ -386,6 +401,111 @@ public struct RootedFileSystem: FileSystem {
     }
 
     /// Makes a rename or unlink durable: the directory entry itself must reach the disk.
+    public func sha256(_ path: String) throws(FileSystemError) -> String? {
+        try Digest.sha256Hex(file: hostPath(path))
+    }
+
+    public func copy(_ from: String, to target: String, mode: UInt32) throws(FileSystemError) {
+        try Self.streamCopy(hostPath(from), to: hostPath(target), mode: mode)
+    }
+
+    public func move(_ from: String, to target: String, mode: UInt32) throws(FileSystemError) {
+        let (source, destination) = (hostPath(from), hostPath(target))
+        // Durable before it is in place: a crash after the rename never leaves a hollow file.
+        let fd = open(source, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw FileSystemError(operation: "open", path: from, errno: errno) }
+        let synced = fsync(fd) == 0 && fchmod(fd, mode_t(mode)) == 0
+        let e = errno
+        close(fd)
+        guard synced else { throw FileSystemError(operation: "fsync", path: from, errno: e) }
+        guard rename(source, destination) == 0 else { throw FileSystemError(operation: "rename", path: target, errno: errno) }
+        syncDirectory(parentDirectory(of: destination))
+    }
+
+    public func size(_ path: String) throws(FileSystemError) -> Int64? {
+        var st = stat()
+        guard lstat(hostPath(path), &st) == 0 else {
+            if errno == ENOENT { return nil }
+            throw FileSystemError(operation: "stat", path: path, errno: errno)
+        }
+        return Int64(st.st_size)
+    }
+
+    public func restrict(_ path: String, to mode: UInt32) throws(FileSystemError) {
+        let fd = open(hostPath(path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return }
+            throw FileSystemError(operation: "open", path: path, errno: errno)
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw FileSystemError(operation: "stat", path: path, errno: errno) }
+        let current = UInt32(st.st_mode) & 0o7777
+        guard current & ~mode != 0 else { return }
+        guard fchmod(fd, mode_t(current & mode)) == 0 else { throw FileSystemError(operation: "chmod", path: path, errno: errno) }
+    }
+
+    public func createForStreaming(_ path: String, mode: UInt32) throws(FileSystemError) -> Int32 {
+        let real = hostPath(path)
+        unlink(real)
+        try makeDirectory(parentDirectory(of: path), mode: 0o755)
+        let fd = open(real, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode_t(mode))
+        guard fd >= 0 else { throw FileSystemError(operation: "create", path: path, errno: errno) }
+        return fd
+    }
+
+    /// Streams `from` into a temp file beside `target`, fsyncs and renames it into place.
+    private static func streamCopy(_ from: String, to target: String, mode: UInt32) throws(FileSystemError) {
+        let input = open(from, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw FileSystemError(operation: "open", path: from, errno: errno) }
+        defer { close(input) }
+        let temp = target + ".nodeagent-tmp"
+        unlink(temp)
+        let output = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode_t(mode))
+        guard output >= 0 else { throw FileSystemError(operation: "create", path: temp, errno: errno) }
+        /// Gives up: the partial copy goes, the target is untouched.
+        func fail(_ operation: String, _ path: String) -> FileSystemError {
+            let e = errno
+            close(output)
+            unlink(temp)
+            return FileSystemError(operation: operation, path: path, errno: e)
+        }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(input, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw fail("read", from)
+            }
+            if n == 0 { break }
+            var offset = 0
+            while offset < n {
+                let w = buffer[offset..<n].withUnsafeBytes { Glibc.write(output, $0.baseAddress, $0.count) }
+                if w < 0 {
+                    if errno == EINTR { continue }
+                    throw fail("write", temp)
+                }
+                offset += w
+            }
+        }
+        guard fsync(output) == 0 else { throw fail("fsync", temp) }
+        guard close(output) == 0 else {
+            let e = errno
+            unlink(temp)
+            throw FileSystemError(operation: "close", path: temp, errno: e)
+        }
+        guard rename(temp, target) == 0 else {
+            let e = errno
+            unlink(temp)
+            throw FileSystemError(operation: "rename", path: target, errno: e)
+        }
+        let fd = open(parentDirectory(of: target), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd >= 0 {
+            fsync(fd)
+            close(fd)
+        }
+    }
+
     private func syncDirectory(_ directory: String) {
         let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd >= 0 {
@@ -393,4 +513,10 @@ public struct RootedFileSystem: FileSystem {
             close(fd)
         }
     }
+}
+
+/// The directory part of a node or host path ("/" for a file at the top).
+func parentDirectory(of path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return "." }
+    return slash == path.startIndex ? "/" : String(path[..<slash])
 }

@@ -78,7 +78,7 @@ public struct K3sReconciler: Reconciler {
 
     public func observe(_ desired: Desired) async throws -> Observed {
         let record = K3sRecord(try host.files.read(K3sFiles.record))
-        let sha = try Digest.sha256Hex(file: hostPath(K3sFiles.binary))
+        let sha = try host.files.sha256(K3sFiles.binary)
         let active = try await host.services.isActive(K3sFiles.unitName)
         let readiness = active ? await notReady(node: desired.nodeName, version: desired.spec.version.description)
                                : (reason: "\(K3sFiles.unitName) is not running", nodeVersion: nil)
@@ -153,16 +153,16 @@ public struct K3sReconciler: Reconciler {
         let rolledBack = record.failedDigest == desired.digest
         // 1. The new binary, verified, before anything on the node changes.
         if newBinary {
-            try await K3sBinary.fetch(install!.url, to: hostPath(K3sFiles.download), expect: install!.sha256, log: options.log)
+            try await K3sBinary.fetch(install!.url, to: K3sFiles.download, files: host.files, expect: install!.sha256, log: options.log)
         }
         // 2. A snapshot of what runs now, for the rollback.
-        let currentSHA = try Digest.sha256Hex(file: hostPath(K3sFiles.binary))
+        let currentSHA = try host.files.sha256(K3sFiles.binary)
         let canRollBack = currentSHA != nil && changesFiles
         if canRollBack { try snapshot(version: await installedVersion(sha: currentSHA, record: record)) }
         // 3. The change, then 4. Ready in time — any failure on the way counts as not Ready.
         var why: String?
         do {
-            if newBinary { try K3sBinary.install(hostPath(K3sFiles.download), as: hostPath(K3sFiles.binary)) }
+            if newBinary { try host.files.move(K3sFiles.download, to: K3sFiles.binary, mode: 0o755) }
             try host.files.makeDirectory("/etc/rancher/k3s", mode: 0o755)
             let config = operations.lazy.compactMap { op -> [UInt8]? in
                 if case .writeFile(K3sFiles.config, _, let after, _) = op { return after } else { return nil }
@@ -208,7 +208,7 @@ public struct K3sReconciler: Reconciler {
     public func verify(_ desired: Desired) async throws -> Condition {
         let record = K3sRecord(try host.files.read(K3sFiles.record))
         if record.failedDigest == desired.digest {
-            let sha = try Digest.sha256Hex(file: hostPath(K3sFiles.binary))
+            let sha = try host.files.sha256(K3sFiles.binary)
             return rolledBackCondition(record, running: await installedVersion(sha: sha, record: record))
         }
         if let why = await notReady(node: desired.nodeName, version: desired.spec.version.description).reason {
@@ -288,7 +288,7 @@ public struct K3sReconciler: Reconciler {
     func snapshot(version: K3sVersion?) throws {
         let previous = K3sFiles.previous
         try host.files.makeDirectory(previous, mode: 0o700)
-        try K3sBinary.copy(hostPath(K3sFiles.binary), to: hostPath(previous + "/k3s"), mode: 0o755)
+        try host.files.copy(K3sFiles.binary, to: previous + "/k3s", mode: 0o755)
         for (file, name) in Self.snapshotFiles {
             if let bytes = try host.files.read(file) {
                 try host.files.write(previous + "/" + name, bytes, mode: 0o644)
@@ -303,7 +303,7 @@ public struct K3sReconciler: Reconciler {
     /// - Returns: what now runs, for the message.
     func rollBack(_ desired: Desired) async throws -> String {
         let previous = K3sFiles.previous
-        try K3sBinary.copy(hostPath(previous + "/k3s"), to: hostPath(K3sFiles.binary), mode: 0o755)
+        try host.files.copy(previous + "/k3s", to: K3sFiles.binary, mode: 0o755)
         for (file, name) in Self.snapshotFiles {
             if let bytes = try host.files.read(previous + "/" + name) {
                 try host.files.write(file, bytes, mode: 0o644)

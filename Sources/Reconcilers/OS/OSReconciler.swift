@@ -34,9 +34,9 @@ public struct OSReconciler: Reconciler {
     /// Where /proc/sys is read: always the running kernel, whatever the file root.
     let kernel: any FileSystem
 
-    public init(host: Host, kernel: any FileSystem = RootedFileSystem()) {
+    public init(host: Host, kernel: (any FileSystem)? = nil) {
         self.host = host
-        self.kernel = kernel
+        self.kernel = kernel ?? host.system
     }
 
     public func desired(from platform: Platform) -> OSSpec? { platform.spec.os }

@@ -1,0 +1,82 @@
+public import YAML
+import Foundation
+
+public struct BackupsSpec: Sendable, Equatable, YAMLDecodable {
+    public var postgres: PostgresBackup?
+
+    public init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
+        let r = try MappingReader(node, path: path, context: context, keys: ["postgres"])
+        postgres = try r.optional("postgres")
+        try r.finish()
+    }
+}
+
+public struct PostgresBackup: Sendable, Equatable, YAMLDecodable {
+    public struct Connection: Sendable, Equatable, YAMLDecodable {
+        public enum SSLMode: String, Sendable, CaseIterable, YAMLEnum {
+            case disable, allow, prefer, require
+            case verifyCA = "verify-ca"
+            case verifyFull = "verify-full"
+        }
+
+        public var host: HostOrIP
+        public var port: Port
+        public var user: String
+        public var passwordFile: AbsolutePath?
+        public var sslmode: SSLMode
+
+        public init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
+            let r = try MappingReader(node, path: path, context: context, keys: ["host", "port", "user", "passwordFile", "sslmode"])
+            host = try r.required("host")
+            port = try r.optional("port") ?? Port(5432)!
+            user = try r.optional("user") ?? "postgres"
+            passwordFile = try r.optional("passwordFile")
+            sslmode = try r.optional("sslmode") ?? .prefer
+            try r.finish()
+        }
+    }
+
+    public struct Drill: Sendable, Equatable, YAMLDecodable {
+        public var schedule: CronSchedule
+        public var enabled: Bool
+
+        public init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
+            let r = try MappingReader(node, path: path, context: context, keys: ["schedule", "enabled"])
+            schedule = try r.required("schedule")
+            enabled = try r.optional("enabled") ?? true
+            try r.finish()
+        }
+    }
+
+    /// The in-cluster PostgreSQL Helm release; its Service and Secret locate the database.
+    public var release: DNSLabel?
+    /// A database reachable directly, instead of `release`.
+    public var connection: Connection?
+    public var databases: [SimpleName]
+    public var schedule: CronSchedule
+    public var keep: Int
+    public var directory: AbsolutePath
+    public var restoreDrill: Drill?
+
+    public init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
+        let r = try MappingReader(node, path: path, context: context,
+                                  keys: ["release", "connection", "databases", "schedule", "keep", "directory", "restoreDrill"])
+        release = try r.optional("release")
+        connection = try r.optional("connection")
+        databases = try r.required("databases")
+        schedule = try r.required("schedule")
+        keep = try r.optional("keep") ?? 7
+        directory = try r.optional("directory") ?? AbsolutePath("/var/backups/nodeagent/postgres")
+        restoreDrill = try r.optional("restoreDrill")
+        try r.finish()
+        if (release == nil) == (connection == nil) {
+            throw context.fail(.conflict, "set exactly one of \"release\" (an in-cluster PostgreSQL) or \"connection\"", at: node.mark, path: path)
+        }
+        if databases.isEmpty {
+            throw context.fail(.invalidValue, "list at least one database", at: r.node("databases")!.mark, path: path + "databases")
+        }
+        if !(1...1000).contains(keep) {
+            throw context.fail(.invalidValue, "keep must be 1-1000 (the newest good dumps to keep)", at: r.node("keep")!.mark, path: path + "keep")
+        }
+    }
+}

@@ -1,0 +1,20 @@
+public import YAML
+import Foundation
+
+public struct StatusSpec: Sendable, Equatable, YAMLDecodable {
+    /// Address and port of the status/metrics server: a VPN or loopback address, never public.
+    public var listen: HostPort
+    /// Bearer token for `POST /sync`.
+    public var tokenFile: AbsolutePath?
+
+    public init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
+        let r = try MappingReader(node, path: path, context: context, keys: ["listen", "tokenFile"])
+        listen = try r.required("listen")
+        tokenFile = try r.optional("tokenFile")
+        try r.finish()
+        guard listen.ip != nil else {
+            throw context.fail(.invalidValue, "listen must be an IP address and port (the WireGuard address, such as 10.8.0.1:9430)",
+                               at: r.node("listen")!.mark, path: path + "listen")
+        }
+    }
+}
