@@ -43,7 +43,7 @@ public struct PassOptions: Sendable {
 
     /// The cluster access for a pass on `host`.
     public func cluster(on host: Host) -> ClusterAccess {
-        if let kubeconfig { return ClusterAccess(kubeconfigPath: kubeconfig, files: RootedFileSystem(root: "/"), log: log) }
+        if let kubeconfig { return ClusterAccess(kubeconfigPath: kubeconfig, files: host.system, log: log) }
         return ClusterAccess(kubeconfigPath: Self.defaultKubeconfig, files: host.files, log: log)
     }
 }

@@ -42,6 +42,12 @@ public struct Section: Sendable {
         Section(key: key, reconciler: reconciler, isDeclared: declared, decode: nil, make: make)
     }
 
+    /// A section of its own type that the daemon reads itself (no reconciler: `status`).
+    public static func section<S: SectionSpec>(_ spec: S.Type) -> Section {
+        Section(key: S.key, reconciler: nil, isDeclared: { $0.sections[S.key] != nil },
+                decode: { r in try r.optional(S.key, as: S.self).map { SectionValue(value: $0) } }, make: nil)
+    }
+
     /// A section and its reconciler that live wholly in their folder: one line in `Sections.all`.
     public static func section<S: SectionSpec, R: Reconciler>(_ spec: S.Type, _ reconciler: ReconcilerName,
                                                                make: @escaping @Sendable (Host, PassOptions, ClusterAccess) -> R) -> Section {
@@ -68,7 +74,7 @@ public enum Sections {
         .field("alerting", .alerting, declared: { $0.alerting != nil }) { host, _, cluster in AnyReconciler(AlertingReconciler(host: host, cluster: cluster)) },
         .field("argocd", .argocd, declared: { $0.argocd != nil }) { host, _, cluster in AnyReconciler(ArgoCDReconciler(host: host, cluster: cluster)) },
         .field("backups", .backups, declared: { $0.backups != nil }) { host, _, _ in AnyReconciler(BackupsReconciler(host: host)) },
-        .field("status", nil, declared: { $0.status != nil }, make: nil),
+        .section(StatusSpec.self),
     ]
 
     /// The keys `spec` accepts.

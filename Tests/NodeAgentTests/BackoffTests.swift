@@ -41,6 +41,7 @@ struct BackoffTests {
         b.record("k3s", .applied([], Self.broke), at: t0)
         #expect(b.isWaiting("k3s", at: t0) && !b.isWaiting("k3s", at: t0.adding(TimeSpan(milliseconds: 10_000))))
         b.record("k3s", .blocked(by: .os), at: t0)
-        #expect(!b.isWaiting("k3s", at: t0))
+        #expect(b.isWaiting("k3s", at: t0) && b.failureCount("k3s") == 1, "blocked, it did not try: its rest stays")
+        #expect(b.retryTimes(at: t0)["k3s"] == t0.adding(TimeSpan(milliseconds: 10_000)))
     }
 }

@@ -176,7 +176,7 @@ struct HostReconcilerTests {
             let base = try write(lab, platform(lab, peers: peers))
             #expect(try await nodeagent(lab, ["apply", "--state", base, "--only", "firewall"]).exitCode == 0)
             let risky = try write(lab, platform(lab, publicTCP: [22, 80, 443, 8443], peers: peers))
-            let applied = try await nodeagent(lab, ["apply", "--state", risky, "--only", "firewall", "--confirm-within", "2s"])
+            let applied = try await nodeagent(lab, ["apply", "--state", risky, "--only", "firewall", "--confirm-within", "10m"])
             #expect(applied.exitCode == 0, "\(applied.stderr)")
             #expect(applied.stderr.contains("AwaitingConfirmation"))
             #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["8443"])["tcp/8443"] == true)
@@ -190,7 +190,7 @@ struct HostReconcilerTests {
 
             // Confirmed in time, it stays.
             #expect(try await nodeagent(lab, ["confirm", "--reset"]).exitCode == 0)
-            #expect(try await nodeagent(lab, ["apply", "--state", risky, "--only", "firewall", "--confirm-within", "2s"]).exitCode == 0)
+            #expect(try await nodeagent(lab, ["apply", "--state", risky, "--only", "firewall", "--confirm-within", "10m"]).exitCode == 0)
             // While it waits, no other change goes in over it (and the known-good rollback stays).
             let third = try write(lab, platform(lab, publicTCP: [22, 80, 443, 8443, 9000], peers: peers))
             let blocked = try await nodeagent(lab, ["apply", "--state", third, "--only", "firewall"])
@@ -224,11 +224,24 @@ struct HostReconcilerTests {
             #expect(try await nodeagent(lab, ["apply", "--state", base, "--only", "firewall"]).exitCode == 0)
             let next = try write(lab, platform(lab, publicTCP: [22, 80, 443, 8443], peers: peers))
             // SIGKILL right after the new table is loaded, before any check or disarm.
-            let crashed = try await nodeagent(lab, ["apply", "--state", next, "--only", "firewall", "--revert-after", "2s"],
+            let crashed = try await nodeagent(lab, ["apply", "--state", next, "--only", "firewall", "--revert-after", "10m"],
                                               environment: ["NODEAGENT_CRASH_AT": "firewall-loaded"])
             #expect(crashed.exitCode != 0)
             #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["8443"])["tcp/8443"] == true)
             #expect(try await RevertTimers.fire(under: lab.root) == 1, "the crashed apply left its timer armed")
+            #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["8443", "22"]) == ["tcp/8443": false, "tcp/22": true])
+
+            // The one place a timer's own `sleep` runs out (1 s) instead of being fired: the
+            // same crash, and the previous ruleset is back once the bound has passed.
+            let again = try await nodeagent(lab, ["apply", "--state", next, "--only", "firewall", "--revert-after", "1s"],
+                                            environment: ["NODEAGENT_CRASH_AT": "firewall-loaded"])
+            #expect(again.exitCode != 0)
+            var left = RevertTimers.pids(under: lab.root)
+            for _ in 0..<200 where !left.isEmpty {
+                try await Task.sleep(for: .milliseconds(50))
+                left = RevertTimers.pids(under: lab.root)
+            }
+            #expect(left.isEmpty, "the timer did not run out within 10 s of its 1 s bound")
             #expect(try await lab.probe(from: lab.internet, to: NetworkLab.vpsPublic, ["8443", "22"]) == ["tcp/8443": false, "tcp/22": true])
         }
     }

@@ -100,6 +100,8 @@ struct PassResultTests {
         }
         s = await statusJSON()
         #expect(s["verdict"]?.string == "Stalled" && s["needsHuman"] == .array([.string("os")]), "a resting reconciler keeps its verdict: \(s)")
+        let resting = s["reconcilers"]?.array?.first { $0["name"]?.string == "os" }
+        #expect(resting?["resting"] == .bool(true) && resting?["retryAt"] == .double(1_000_000.0 + 600), "rests until 10 min after its failure: \(String(describing: resting))")
         text = metricsText()
         #expect(text.contains("nodeagent_reconcile_total{reconciler=\"os\",result=\"stalled\"} 1"), "resting is not a run: \(text)")
         #expect(fwRuns.withLock { $0 } == 0, "its dependent rests with it")

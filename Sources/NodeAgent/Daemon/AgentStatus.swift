@@ -7,6 +7,9 @@ actor AgentStatus {
     struct ConditionRecord: Sendable {
         var condition: Condition
         var verdict: PassResult.Verdict
+        /// Sat the last pass out (backoff), and when it tries again.
+        var resting: Bool
+        var retryAt: Timestamp?
         var since: Timestamp
         var lastPlan: [String]
     }
@@ -61,7 +64,8 @@ actor AgentStatus {
     }
 
     /// Folds one pass's outcome into the conditions, keeping each one's last transition time.
-    func finishPass(_ result: PassResult) {
+    /// - Parameter retryAt: when each reconciler in its backoff tries again.
+    func finishPass(_ result: PassResult, retryAt: [String: Timestamp] = [:]) {
         passes += 1
         lastPassConverged = result.converged
         lastPassVerdict = result.verdict
@@ -75,7 +79,9 @@ actor AgentStatus {
             let previous = conditions[name]
             let changed = previous?.condition.status != condition.status || previous?.condition.reason != condition.reason
             if changed { record(event: "\(condition.status.rawValue): \(condition.reason)\(condition.message.isEmpty ? "" : ": \(condition.message)")", reconciler: name) }
-            conditions[name] = ConditionRecord(condition: condition, verdict: entry.outcome.verdict,
+            var resting = false
+            if case .resting = entry.outcome { resting = true }
+            conditions[name] = ConditionRecord(condition: condition, verdict: entry.outcome.verdict, resting: resting, retryAt: retryAt[name],
                                                since: changed ? clock.now() : previous!.since,
                                                lastPlan: plan.isEmpty ? previous?.lastPlan ?? [] : plan)
         }
@@ -109,6 +115,7 @@ actor AgentStatus {
                 .init("verdict", .string(r.verdict.rawValue)), .init("reason", .string(r.condition.reason)),
                 .init("message", .string(r.condition.message)), .init("lastTransition", time(r.since)),
                 .init("lastPlan", .array(r.lastPlan.map(JSONValue.string))),
+                .init("resting", .bool(r.resting)), .init("retryAt", time(r.retryAt)),
             ]
             reconcilers.append(.object(members))
         }

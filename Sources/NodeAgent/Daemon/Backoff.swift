@@ -15,7 +15,9 @@ struct Backoff: Sendable {
     /// clears it, and a resting one keeps what it has.
     mutating func record(_ name: String, _ outcome: Engine.Outcome, at now: Timestamp) {
         switch outcome {
-        case .resting: return
+        // Not run: a resting one keeps its rest; one blocked behind it (or behind another
+        // failure) keeps whatever it had, as it did not try.
+        case .resting, .blocked: return
         case .failed(let c) where outcome.ranAndFailed, .applied(_, let c) where outcome.ranAndFailed:
             record(name, failed: c, at: now)
         default: record(name, failed: nil, at: now)
@@ -48,6 +50,9 @@ struct Backoff: Sendable {
     }
 
     func failureCount(_ name: String) -> Int { failures[name] ?? 0 }
+
+    /// When each resting reconciler tries again.
+    func retryTimes(at now: Timestamp) -> [String: Timestamp] { until.filter { now < $0.value } }
 
     mutating func reset() {
         failures = [:]

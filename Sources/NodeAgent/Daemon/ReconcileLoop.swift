@@ -144,7 +144,7 @@ final class ReconcileLoop: Service, Sendable {
         // awaiting its confirmation is not either (the revision is recorded as applied only
         // once it is confirmed).
         let converged = result.converged
-        await status.finishPass(result)
+        await status.finishPass(result, retryAt: backoff.withLock { $0.retryTimes(at: now) })
         metrics.passFinished(result, at: Double(host.clock.now().millisecondsSinceEpoch) / 1000)
         await HostFacts.record(platform, host: host, metrics: metrics)
         logger.info("pass", metadata: ["converged": "\(converged)", "revision": "\(revision?.commit.prefix(12) ?? "last applied")"])

@@ -57,7 +57,9 @@ struct AlertingObjects: ClusterSection {
         return (namespaceExists, ready)
     }
 
-    func objects(_ desired: Desired, host: Host, api: KubeAPI) async throws -> (objects: [KubeObject], collections: [ResourceRef]) {
+    typealias Context = (namespaceExists: Bool, crdsReady: Bool)
+
+    func objects(_ desired: Desired, host: Host, api: KubeAPI) async throws -> (objects: [KubeObject], collections: [ResourceRef], context: Context) {
         let release = try release(desired)
         let namespace = release.namespace.value
         let (namespaceExists, ready) = try await readiness(release, api: api)
@@ -71,7 +73,7 @@ struct AlertingObjects: ClusterSection {
         if namespaceExists, ready {
             collections += [ClusterRender.prometheusRuleRef(namespace: namespace), ClusterRender.serviceMonitorRef(namespace: namespace)]
         }
-        return (objects, collections)
+        return (objects, collections, (namespaceExists, ready))
     }
 
     /// The HelmChartConfig carries the time its values last changed.
@@ -79,9 +81,9 @@ struct AlertingObjects: ClusterSection {
         ObjectSync.markChanges(&objects, observed, plural: "helmchartconfigs", now: now)
     }
 
-    func facts(_ desired: Desired, objects: [KubeObject], observed: ObjectsObservation, api: KubeAPI) async throws -> Facts {
+    func facts(_ desired: Desired, context: Context, objects: [KubeObject], observed: ObjectsObservation, api: KubeAPI) async throws -> Facts {
         let release = try release(desired)
-        let (namespaceExists, ready) = try await readiness(release, api: api)
+        let (namespaceExists, ready) = context
         // The values in the HelmChartConfig reach the release only through a new install Job.
         let hcc = objects.first { $0.ref.plural == "helmchartconfigs" }
         let mark = hcc.flatMap { observed.current[$0.ref] }?["metadata"]?["annotations"]?[ReleaseHealth.specAppliedAnnotation]?.string

@@ -31,16 +31,16 @@ struct ArgoCDObjects: ClusterSection {
         return Desired(spec: spec, release: platform.spec.helmReleases?.first { $0.name == spec.release })
     }
 
-    func objects(_ desired: Desired, host: Host, api: KubeAPI) async throws -> (objects: [KubeObject], collections: [ResourceRef]) {
+    func objects(_ desired: Desired, host: Host, api: KubeAPI) async throws -> (objects: [KubeObject], collections: [ResourceRef], context: Void) {
         try await requireArgoCD(desired, api: api)
         let namespace = desired.spec.namespace.value
         return (try ClusterRender.argocd(desired.spec, secrets: .files(host.files)),
                 [ClusterRender.applicationRef(namespace: namespace), ClusterRender.appProjectRef(namespace: namespace),
-                 ResourceRef(plural: "secrets", namespace: namespace)])
+                 ResourceRef(plural: "secrets", namespace: namespace)], ())
     }
 
     /// The root Application as the cluster has it (nil without an App-of-Apps).
-    func facts(_ desired: Desired, objects: [KubeObject], observed: ObjectsObservation, api: KubeAPI) async throws -> JSONValue? {
+    func facts(_ desired: Desired, context: Void, objects: [KubeObject], observed: ObjectsObservation, api: KubeAPI) async throws -> JSONValue? {
         desired.spec.appOfApps == nil ? nil : objects.last.flatMap { observed.current[$0.ref] }
     }
 

@@ -10,6 +10,9 @@ protocol ClusterSection: Sendable {
     associatedtype Desired: Sendable & Equatable
     /// What the section reads back besides its objects (release health, the root Application).
     associatedtype Facts: Sendable
+    /// What rendering found that the facts need too, read once per observation (whether the
+    /// namespace and CRDs exist): the objects and the facts never disagree on it.
+    associatedtype Context: Sendable = Void
 
     static var name: ReconcilerName { get }
     static var dependencies: [ReconcilerName] { get }
@@ -21,11 +24,11 @@ protocol ClusterSection: Sendable {
     func desired(from platform: Platform) -> Desired?
     /// The objects to apply now (secret values read from their files) and the collections
     /// whose objects this section owns: an owned object there that is not rendered is pruned.
-    func objects(_ desired: Desired, host: Host, api: KubeAPI) async throws -> (objects: [KubeObject], collections: [ResourceRef])
+    func objects(_ desired: Desired, host: Host, api: KubeAPI) async throws -> (objects: [KubeObject], collections: [ResourceRef], context: Context)
     /// Marks, on the rendered objects, when their spec last changed (a HelmChart's spec-applied
     /// time), from what the cluster has; nothing by default.
     func mark(_ objects: inout [KubeObject], _ observed: ObjectsObservation, now: Timestamp)
-    func facts(_ desired: Desired, objects: [KubeObject], observed: ObjectsObservation, api: KubeAPI) async throws -> Facts
+    func facts(_ desired: Desired, context: Context, objects: [KubeObject], observed: ObjectsObservation, api: KubeAPI) async throws -> Facts
     /// The plan, adjusted by what the facts say (a release held for its `dependsOn`); as is by default.
     func adjust(_ changes: [Change], _ desired: Desired, _ facts: Facts) -> [Change]
     func condition(_ desired: Desired, _ facts: Facts) -> Condition
@@ -68,10 +71,10 @@ struct ClusterObjectsReconciler<Section: ClusterSection>: Reconciler {
     func observe(_ desired: Desired) async throws -> Observed {
         let api = try cluster.api()
         return try await Self.wrapping("reading \(section.objectsName)") {
-            var (objects, collections) = try await section.objects(desired, host: host, api: api)
+            var (objects, collections, context) = try await section.objects(desired, host: host, api: api)
             let observed = try await ObjectSync.observe(objects, api: api, owner: Self.name, collections: collections)
             section.mark(&objects, observed, now: host.clock.now())
-            let facts = try await section.facts(desired, objects: objects, observed: observed, api: api)
+            let facts = try await section.facts(desired, context: context, objects: objects, observed: observed, api: api)
             return Observed(objects: objects, cluster: observed, facts: facts)
         }
     }

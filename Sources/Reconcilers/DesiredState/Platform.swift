@@ -17,10 +17,12 @@ public struct Platform: Sendable, Equatable {
         public var argocd: ArgoCDSpec?
         public var alerting: AlertingSpec?
         public var backups: BackupsSpec?
-        public var status: StatusSpec?
         /// The sections registered in `Sections.all` with a type of their own, by key (read
         /// them with `section(_:)`).
         public var sections: [String: SectionValue] = [:]
+
+        /// `spec.status`: registered in `Sections.all` as a section of its own type.
+        public var status: StatusSpec? { section(StatusSpec.self) }
     }
 
     public static let apiVersion = "nodeagent/v1"
@@ -79,7 +81,6 @@ extension Platform.Spec: YAMLDecodable {
         argocd = Platform.attempt(&failed) { try r.optional("argocd") }
         alerting = Platform.attempt(&failed) { try r.optional("alerting") }
         backups = Platform.attempt(&failed) { try r.optional("backups") }
-        status = Platform.attempt(&failed) { try r.optional("status") }
         for section in Sections.all {
             guard let decode = section.decode else { continue }
             if let value = Platform.attempt(&failed, { try decode(r) }) { sections[section.key] = value }

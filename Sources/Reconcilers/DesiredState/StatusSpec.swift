@@ -1,7 +1,11 @@
 public import YAML
 import Foundation
 
-public struct StatusSpec: Sendable, Equatable, YAMLDecodable {
+/// `spec.status`: where the daemon serves /status and /metrics (read by the daemon itself: no
+/// reconciler of its own).
+public struct StatusSpec: SectionSpec {
+    public static let key = "status"
+
     /// Address and port of the status/metrics server: a VPN or loopback address, never public.
     public var listen: HostPort
     /// Bearer token for `POST /sync`.

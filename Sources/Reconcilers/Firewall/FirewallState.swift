@@ -77,7 +77,7 @@ public struct FirewallState: Sendable {
         // change is not retried (a human looks) rather than re-applied over the rollback.
         // SIGUSR1 fires it at once (the tests' way to move past the bound without waiting for
         // it; an operator's too); SIGTERM (disarm) ends it without reverting.
-        let shell = "trap : USR1; sleep \(format3(span)) & wait $!; kill $! 2>/dev/null;"
+        let shell = "trap 'kill $s 2>/dev/null' USR1; sleep \(format3(span)) & s=$!; wait $s;"
             + " mv -f '\(hostPath(Self.pendingFile))' '\(hostPath(Self.revertedFile))'"
             + " && '\(nft)' -f '\(hostPath(Self.rollbackFile))'; rm -f '\(hostPath(Self.pidFile))'"
         let pid = try host.commands.spawnDetached(["/bin/sh", "-c", shell, Self.timerMarker])

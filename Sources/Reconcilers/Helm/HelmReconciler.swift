@@ -29,9 +29,9 @@ struct HelmObjects: ClusterSection {
 
     static let collections = [ClusterRender.helmChartRef(), ResourceRef(plural: "secrets", namespace: ClusterRender.helmNamespace)]
 
-    func objects(_ desired: Desired, host: Host, api: KubeAPI) async throws -> (objects: [KubeObject], collections: [ResourceRef]) {
+    func objects(_ desired: Desired, host: Host, api: KubeAPI) async throws -> (objects: [KubeObject], collections: [ResourceRef], context: Void) {
         try await requireServedFields(desired, api: api)
-        return (try ClusterRender.helm(desired.releases, secrets: .files(host.files)), Self.collections)
+        return (try ClusterRender.helm(desired.releases, secrets: .files(host.files)), Self.collections, ())
     }
 
     /// Marks when the release's desired state changes (the chart's fields, a field dropped, or
@@ -46,7 +46,7 @@ struct HelmObjects: ClusterSection {
         }
     }
 
-    func facts(_ desired: Desired, objects: [KubeObject], observed: ObjectsObservation, api: KubeAPI) async throws -> [ReleaseHealth] {
+    func facts(_ desired: Desired, context: Void, objects: [KubeObject], observed: ObjectsObservation, api: KubeAPI) async throws -> [ReleaseHealth] {
         try await health(desired, api: api)
     }
 

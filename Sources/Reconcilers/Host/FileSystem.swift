@@ -400,7 +400,6 @@ public struct RootedFileSystem: FileSystem {
         }
     }
 
-    /// Makes a rename or unlink durable: the directory entry itself must reach the disk.
     public func sha256(_ path: String) throws(FileSystemError) -> String? {
         try Digest.sha256Hex(file: hostPath(path))
     }
@@ -506,6 +505,7 @@ public struct RootedFileSystem: FileSystem {
         }
     }
 
+    /// Makes a rename or unlink durable: the directory entry itself must reach the disk.
     private func syncDirectory(_ directory: String) {
         let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd >= 0 {
