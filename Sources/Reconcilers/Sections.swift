@@ -6,6 +6,13 @@ public import YAML
 public protocol SectionSpec: YAMLDecodable, Sendable, Equatable {
     /// Its key under `spec` in `platform.yaml`.
     static var key: String { get }
+    /// The secret files it names, by the key that names them: checked like every secret file
+    /// (regular, root's, 0600) and redacted wherever their content could show.
+    var secretFiles: [(key: String, file: AbsolutePath)] { get }
+}
+
+extension SectionSpec {
+    public var secretFiles: [(key: String, file: AbsolutePath)] { [] }
 }
 
 /// A registered section's decoded value, kept in `Platform.Spec.sections`.
@@ -75,6 +82,7 @@ public enum Sections {
         .field("argocd", .argocd, declared: { $0.argocd != nil }) { host, _, cluster in AnyReconciler(ArgoCDReconciler(host: host, cluster: cluster)) },
         .field("backups", .backups, declared: { $0.backups != nil }) { host, _, _ in AnyReconciler(BackupsReconciler(host: host)) },
         .section(StatusSpec.self),
+        .section(HeartbeatSpec.self, .heartbeat) { host, _, _ in HeartbeatReconciler(host: host) },
     ]
 
     /// The keys `spec` accepts.

@@ -181,7 +181,7 @@ struct AlertingTests {
                                             "--storage.path=\(dir)/data", "--web.listen-address=127.0.0.1:\(amPort)",
                                             "--cluster.listen-address="], output: dir + "/alertmanager.log")
         defer { DetachedProcess.stop(am) }
-        for _ in 0..<100 where !(TLSTestPeer.canConnect(amPort) && TLSTestPeer.canConnect(smtpPort)) { try await Task.sleep(for: .milliseconds(100)) }
+        for _ in 0..<100 { if (TLSTestPeer.canConnect(amPort) && TLSTestPeer.canConnect(smtpPort)) { break }; try await Task.sleep(for: .milliseconds(100)) }
         let state = dir + "/platform.yaml"
         try """
             apiVersion: nodeagent/v1
@@ -209,6 +209,63 @@ struct AlertingTests {
         // An Alertmanager that does not answer is reported as such.
         let refused = try await Binary.run(["alerts", "test", "--state", state, "--alertmanager", "http://127.0.0.1:1"])
         #expect(refused.exitCode == 1 && refused.stderr.contains("cannot reach Alertmanager"))
+    }
+
+    /// The Watchdog (always firing) goes to the heartbeat's second check through a real
+    /// Alertmanager. Debian's Alertmanager is 0.25, which lacks `url_file` (v0.26+): delivery is
+    /// proven with the inline `url` form; what nodes get — `url_file` from the mounted Secret,
+    /// the v0.28.1 image — is checked as rendered, against upstream's field names only.
+    @Test func theWatchdogReachesTheHeartbeatWatcher() async throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let receiver = try await HeartbeatTests.Receiver.start(in: dir)
+        defer { receiver.stop() }
+        let amPort = TLSTestPeer.freePort()
+        let watcher = "http://127.0.0.1:\(receiver.port)/ping/watchdog-check"
+        try write(AlertingConfig.alertmanager(nil, watchdog: .url(watcher)), dir + "/alertmanager.yml")
+        let lint = try await runner.run(Command("amtool", ["check-config", dir + "/alertmanager.yml"]))
+        #expect(lint.exitCode == 0, "\(lint.stdout)\(lint.stderr)")
+        let am = try DetachedProcess.spawn(["/usr/bin/prometheus-alertmanager", "--config.file=\(dir)/alertmanager.yml",
+                                            "--storage.path=\(dir)/data", "--web.listen-address=127.0.0.1:\(amPort)",
+                                            "--cluster.listen-address="], output: dir + "/alertmanager.log")
+        defer { DetachedProcess.stop(am) }
+        for _ in 0..<100 { if TLSTestPeer.canConnect(amPort) { break }; try await Task.sleep(for: .milliseconds(100)) }
+        // What the chart's rule sends: Watchdog, severity none.
+        let post = try await runner.run(Command("curl", ["-s", "-f", "-XPOST", "-H", "Content-Type: application/json",
+                                                         "--data-binary", #"[{"labels":{"alertname":"Watchdog","severity":"none"}}]"#,
+                                                         "http://127.0.0.1:\(amPort)/api/v2/alerts"]))
+        #expect(post.exitCode == 0, "\(post.stderr)")
+        let pings = try await receiver.await(1)
+        let log = (try? String(contentsOfFile: dir + "/alertmanager.log", encoding: .utf8)) ?? ""
+        #expect(pings.first?.hasPrefix("POST /ping/watchdog-check ") == true && pings.first?.contains("\"alertname\":\"Watchdog\"") == true,
+                "\(pings)\n\(log.suffix(1500))")
+
+        // What a node gets: the URL from a file (never in the config), the Secret that holds
+        // it, and an Alertmanager whose url_file webhook does not panic on a non-2xx answer.
+        let state = dir + "/platform.yaml"
+        try """
+            apiVersion: nodeagent/v1
+            kind: Platform
+            metadata: {name: vps-1}
+            spec:
+              helmReleases:
+                - {name: monitoring, chart: kube-prometheus-stack, repo: https://prometheus-community.github.io/helm-charts, version: 67.4.0, namespace: monitoring}
+              alerting: {}
+              heartbeat: {urlFile: /etc/nodeagent/secrets/heartbeat-url, watchdogUrlFile: /etc/nodeagent/secrets/watchdog-url}
+            """.write(toFile: state, atomically: true, encoding: .utf8)
+        let fs = RootedFileSystem(root: dir + "/root")
+        try fs.write("/etc/nodeagent/secrets/watchdog-url", Array("https://hc-ping.com/secret-watchdog-uuid\n".utf8), mode: 0o600)
+        let platform = try DesiredStateLoader.load(path: state)
+        let objects = try ClusterRender.alerting(platform, secrets: .files(fs))
+        let values = try #require(objects.first?.body["spec"]?["valuesContent"]?.string)
+        #expect(values.contains("url_file: \(AlertingConfig.mountedWatchdogURLPath)") && values.contains("receiver: heartbeat-watchdog"), "\(values)")
+        #expect(values.contains("tag: v0.28.1") && values.contains("- nodeagent-heartbeat"), "\(values)")
+        #expect(!values.contains("secret-watchdog-uuid"), "the URL is in no config")
+        let secret = try #require(objects.first { $0.ref.name == AlertingConfig.watchdogSecretName })
+        #expect(secret.body["data"]?["url"]?.string == Data("https://hc-ping.com/secret-watchdog-uuid".utf8).base64EncodedString())
+        // `nodeagent render` shows where it would come from, not what it is.
+        let redacted = try ClusterRender.alerting(platform, secrets: .redacted)
+        #expect(!redacted.map(\.body.jsonText).joined().contains("secret-watchdog-uuid"))
     }
 
     /// A real Prometheus scrapes a running nodeagent's /metrics.

@@ -520,7 +520,7 @@ struct BackupTests {
             #expect(r.stdout.contains(expected[mode] ?? "?"), "\(mode): \(r.stdout)")
             if mode == .hang {
                 #expect(standIn.hangs() == 1)
-                for _ in 0..<100 where !standIn.survivors().isEmpty { try await Task.sleep(for: .milliseconds(50)) }
+                for _ in 0..<100 { if standIn.survivors().isEmpty { break }; try await Task.sleep(for: .milliseconds(50)) }
                 #expect(standIn.survivors().isEmpty, "pg_dump was left running: \(standIn.survivors())")
             }
             #expect(try FileManager.default.contentsOfDirectory(atPath: folder).sorted() == files, "\(mode): a file was added or lost")

@@ -63,7 +63,7 @@ extension HostReconcilerTests {
                 #expect(took < .seconds(20), "\(fault): the timeout fired late")
                 if fault.mode == .hang {
                     #expect(standIn.hangs() >= 1, "\(fault): the stand-in was not reached")
-                    for _ in 0..<100 where !standIn.survivors().isEmpty { try await Task.sleep(for: .milliseconds(50)) }
+                    for _ in 0..<100 { if standIn.survivors().isEmpty { break }; try await Task.sleep(for: .milliseconds(50)) }
                     #expect(standIn.survivors().isEmpty, "\(fault): hanging processes were left running: \(standIn.survivors())")
                 }
                 #expect(try await host() == before, "\(fault): the host changed")

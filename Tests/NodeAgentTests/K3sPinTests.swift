@@ -23,7 +23,7 @@ import YAML
         let server = try DetachedProcess.spawn(["/usr/bin/python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir + "/srv", String(port)],
                                                output: dir + "/server.log")
         defer { DetachedProcess.stop(server) }
-        for _ in 0..<400 where !TLSTestPeer.canConnect(port) { try await Task.sleep(for: .milliseconds(50)) }
+        for _ in 0..<400 { if TLSTestPeer.canConnect(port) { break }; try await Task.sleep(for: .milliseconds(50)) }
         let file = dir + "/platform.yaml"
         let original = try String(contentsOfFile: Fixtures.example, encoding: .utf8)
         try original.write(toFile: file, atomically: true, encoding: .utf8)

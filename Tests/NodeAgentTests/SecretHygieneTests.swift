@@ -15,12 +15,16 @@ struct SecretHygieneTests {
         "smtp-password": "PLANTED-smtp-7a2c91",
         "api-token": "PLANTED-token-55d0aa",
         "git-token": "PLANTED-git-9c3b17",
+        // Ping URLs are capabilities: loopback port 1, where nothing answers (no traffic leaves).
+        "heartbeat-url": "http://127.0.0.1:1/ping/PLANTED-hb-3e8d21",
+        "watchdog-url": "http://127.0.0.1:1/ping/PLANTED-wd-6b1f04",
     ]
 
     /// Each secret, and its base64 at the three alignments it can have inside a longer encoding.
     static var needles: [String] {
         secrets.values.flatMap { s -> [String] in
-            var out = [s]
+            // A URL's secret part alone counts too (its host may be shown).
+            var out = s.contains("://") ? [s, String(s.split(separator: "/").last ?? "")] : [s]
             for pad in ["", "x", "xx"] {
                 let encoded = Data((pad + s).utf8).base64EncodedString()
                 let skip = pad.isEmpty ? 0 : 4   // the characters that still carry the padding bytes
@@ -72,6 +76,7 @@ struct SecretHygieneTests {
                   schedule: "0 3 * * *"
                   restoreDrill: {schedule: "0 4 * * 0"}
               status: {listen: "127.0.0.1:\(TLSTestPeer.freePort())", tokenFile: /etc/nodeagent/secrets/api-token}
+              heartbeat: {urlFile: /etc/nodeagent/secrets/heartbeat-url, interval: 1s, watchdogUrlFile: /etc/nodeagent/secrets/watchdog-url}
             """.write(toFile: state, atomically: true, encoding: .utf8)
 
         let cluster = ["--kubeconfig", lab.kubeconfig, "--root", lab.root]
@@ -103,7 +108,7 @@ struct SecretHygieneTests {
         let pid = try DetachedProcess.spawn([Binary.path, "run", "--state", state, "--root", lab.root, "--poll", "1s"],
                                             output: lab.root + "/daemon.log")
         var status = "", metrics = ""
-        for _ in 0..<100 where !metrics.contains("nodeagent_backup_last_success_timestamp_seconds") || !status.contains("\"backups\"") {
+        for _ in 0..<300 where !metrics.contains("nodeagent_backup_last_success_timestamp_seconds") || !status.contains("\"backups\"") {
             try await Task.sleep(for: .milliseconds(200))
             status = (try? await SystemCommandRunner().run(Command("curl", ["-s", "http://\(listen.host):\(listen.port)/status"])))?.stdout ?? ""
             metrics = (try? await SystemCommandRunner().run(Command("curl", ["-s", "http://\(listen.host):\(listen.port)/metrics"])))?.stdout ?? ""
@@ -154,7 +159,7 @@ struct HostileClientTests {
             """.write(toFile: dir + "/platform.yaml", atomically: true, encoding: .utf8)
         let pid = try DetachedProcess.spawn([Binary.path, "run", "--state", dir + "/platform.yaml", "--root", dir], output: dir + "/daemon.log")
         defer { DetachedProcess.stop(pid) }
-        for _ in 0..<400 where !TLSTestPeer.canConnect(port) { try await Task.sleep(for: .milliseconds(100)) }
+        for _ in 0..<400 { if TLSTestPeer.canConnect(port) { break }; try await Task.sleep(for: .milliseconds(100)) }
         let seed = UInt32.random(in: 0...UInt32.max)
         print("hostile clients: fuzz seed \(seed)")
         let r = try await SystemCommandRunner().run(Command("/usr/bin/python3", [Fixtures.repository + "/Tests/Fixtures/hostile/clients.py",

@@ -340,7 +340,7 @@ import YAML
             http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[3])), H).serve_forever()
             """, dir + "/srv", expected, String(port)], output: dir + "/server.log")
         defer { DetachedProcess.stop(server) }
-        for _ in 0..<400 where !TLSTestPeer.canConnect(port) { try await Task.sleep(for: .milliseconds(50)) }
+        for _ in 0..<400 { if TLSTestPeer.canConnect(port) { break }; try await Task.sleep(for: .milliseconds(50)) }
         let runner = RecordingRunner()
         func source(_ tokenFile: String?) -> GitSource {
             var config = AgentConfig.Source(repo: "http://127.0.0.1:\(port)/platform.git", ref: "main", commit: nil, path: "platform.yaml",
@@ -547,7 +547,7 @@ enum FirewallSpecFixture {
         let server = try DetachedProcess.spawn(["/usr/bin/python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir, String(port)],
                                                output: dir + "/server.log")
         defer { DetachedProcess.stop(server) }
-        for _ in 0..<400 where !TLSTestPeer.canConnect(port) { try await Task.sleep(for: .milliseconds(50)) }
+        for _ in 0..<400 { if TLSTestPeer.canConnect(port) { break }; try await Task.sleep(for: .milliseconds(50)) }
         let fd = open(dir + "/out", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         defer { close(fd) }
         do {

@@ -20,7 +20,7 @@ public enum RevertTimers {
     public static func fire(under root: String) async throws -> Int {
         let fired = pids(under: root)
         for pid in fired { kill(pid, SIGUSR1) }
-        for _ in 0..<400 where !pids(under: root).isEmpty { try await Task.sleep(for: .milliseconds(50)) }
+        for _ in 0..<400 { if pids(under: root).isEmpty { break }; try await Task.sleep(for: .milliseconds(50)) }
         guard pids(under: root).isEmpty else { throw TimerError(message: "revert timers under \(root) did not finish after SIGUSR1") }
         return fired.count
     }

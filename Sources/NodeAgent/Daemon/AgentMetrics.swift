@@ -47,6 +47,18 @@ final class AgentMetrics: Sendable {
                                              helpText: "1 when the last pass converged every declared, handled section.")).set(to: pass.converged ? 1 : 0)
     }
 
+    /// One heartbeat ping attempt; `at` when it got through.
+    func heartbeat(ok: Bool, at time: Timestamp?) {
+        registry.makeCounter(descriptor: .init(namespace: "nodeagent", metricName: "heartbeat_pings", unitName: "total",
+                                               helpText: "Heartbeat ping attempts by result (a failed one is retried twice)."),
+                             labels: [("result", ok ? "ok" : "failed")]).increment()
+        if let time {
+            registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "heartbeat_last_success", unitName: "timestamp_seconds",
+                                                 helpText: "When a heartbeat ping last got through."))
+                .set(to: Double(time.millisecondsSinceEpoch) / 1000)
+        }
+    }
+
     func source(ok: Bool) {
         registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "source_up", unitName: "",
                                              helpText: "1 when the last fetch gave a valid, verified revision.")).set(to: ok ? 1 : 0)

@@ -32,6 +32,38 @@ actor AgentStatus {
     private(set) var lastPassVerdict: PassResult.Verdict?
     private(set) var lastPassAt: Timestamp?
     private(set) var passes = 0
+    struct HeartbeatRecord: Sendable {
+        var interval: TimeSpan
+        var lastSuccess: Timestamp?
+        var lastAttempt: Timestamp
+        var signal: String
+        var ok: Bool
+        var failedPings: Int
+        var why: String?
+    }
+    /// The dead-man's switch: when it last got through, never where to.
+    private(set) var heartbeatRecord: HeartbeatRecord?
+
+    func heartbeat(ok: Bool, signal: Heartbeat.Signal, at time: Timestamp, interval: TimeSpan, why: String?) {
+        var r = heartbeatRecord ?? HeartbeatRecord(interval: interval, lastAttempt: time, signal: signal.rawValue, ok: ok, failedPings: 0)
+        r.interval = interval
+        r.lastAttempt = time
+        r.signal = signal.rawValue
+        r.ok = ok
+        r.why = why
+        if ok { r.lastSuccess = time } else { r.failedPings += 1 }
+        if ok != heartbeatRecord?.ok { record(event: ok ? "heartbeat: ping (\(signal.rawValue)) got through" : "heartbeat: ping failed: \(why ?? "")") }
+        heartbeatRecord = r
+    }
+
+    /// The reconcilers whose last condition is Failed or Stalled (or that wait on a person).
+    func failing() -> [(name: String, condition: Condition)] {
+        order.compactMap { name in
+            guard let r = conditions[name], r.verdict == .failed || r.verdict.needsHuman else { return nil }
+            return (name, r.condition)
+        }
+    }
+
     /// Shown in /status: nothing secret (public keys only).
     private(set) var wireguardPublicKey: String?
     static let maxEvents = 100
@@ -119,6 +151,11 @@ actor AgentStatus {
             ]
             reconcilers.append(.object(members))
         }
+        let heartbeat: JSONValue = heartbeatRecord.map { h in
+            .object([.init("interval", .double(Double(h.interval.milliseconds) / 1000)), .init("lastSuccess", time(h.lastSuccess)),
+                     .init("lastAttempt", time(h.lastAttempt)), .init("signal", .string(h.signal)), .init("ok", .bool(h.ok)),
+                     .init("failedPings", .int(h.failedPings)), .init("error", h.why.map(JSONValue.string) ?? .null)])
+        } ?? .null
         let needsHuman = JSONValue.array(order.filter { conditions[$0]?.verdict.needsHuman == true }.map(JSONValue.string))
         let verdict: JSONValue = lastPassVerdict.map { .string($0.rawValue) } ?? .null
         return .object([
@@ -128,6 +165,7 @@ actor AgentStatus {
             // The worst verdict of the last pass; `Stalled` (or `NotHandled`) means a person must act.
             "verdict": verdict,
             "needsHuman": needsHuman,
+            "heartbeat": heartbeat,
             "lastPass": time(lastPassAt),
             "passes": .int(passes),
             "wireguard": .object(["publicKey": wireguardPublicKey.map(JSONValue.string) ?? .null]),

@@ -32,6 +32,10 @@ final class ReconcileLoop: Service, Sendable {
     /// Set by POST /sync; the next pass starts with a clean backoff.
     private let resetPending = Mutex(false)
     private let lastRevision = Mutex<String?>(nil)
+    /// Called after every pass (the heartbeat: its signal may have changed).
+    private let afterPassHook = Mutex<(@Sendable () -> Void)?>(nil)
+
+    func onPassFinished(_ hook: @escaping @Sendable () -> Void) { afterPassHook.withLock { $0 = hook } }
     /// The desired state the last pass converged towards.
     private let current = Mutex<Platform?>(nil)
 
@@ -147,6 +151,7 @@ final class ReconcileLoop: Service, Sendable {
         await status.finishPass(result, retryAt: backoff.withLock { $0.retryTimes(at: now) })
         metrics.passFinished(result, at: Double(host.clock.now().millisecondsSinceEpoch) / 1000)
         await HostFacts.record(platform, host: host, metrics: metrics)
+        afterPassHook.withLock { $0 }?()
         logger.info("pass", metadata: ["converged": "\(converged)", "revision": "\(revision?.commit.prefix(12) ?? "last applied")"])
         if let revision, converged {
             do {

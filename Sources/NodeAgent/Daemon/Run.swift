@@ -90,7 +90,10 @@ struct Run: AsyncParsableCommand {
                                logger: serverLogger)
         }
         let scheduler = BackupScheduler(loop: loop, host: host, options: options, metrics: metrics, logger: logger)
-        let group = ServiceGroup(configuration: .init(services: [server, loop, scheduler], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let heartbeat = Heartbeat(loop: loop, host: host, status: status, metrics: metrics, logger: logger)
+        loop.onPassFinished { heartbeat.passFinished() }
+        let group = ServiceGroup(configuration: .init(services: [server, loop, scheduler, heartbeat], gracefulShutdownSignals: [.sigterm, .sigint],
+                                                      logger: logger))
         try await group.run()
     }
 }

@@ -8,6 +8,23 @@ public enum AlertingConfig {
     /// (`alertmanagerSpec.secrets`) at `/etc/alertmanager/secrets/NAME/KEY`.
     public static let secretName = "nodeagent-alertmanager-smtp"
     public static let mountedPasswordPath = "/etc/alertmanager/secrets/\(secretName)/password"
+    /// The Secret holding the Watchdog's webhook URL (`spec.heartbeat.watchdogUrlFile`), mounted
+    /// the same way: Alertmanager reads it with `url_file`, so the URL is in no config.
+    public static let watchdogSecretName = "nodeagent-heartbeat"
+    public static let mountedWatchdogURLPath = "/etc/alertmanager/secrets/\(watchdogSecretName)/url"
+    /// The Alertmanager image when the Watchdog goes to a webhook: the chart's v0.27.0 has
+    /// `url_file` (added in v0.26.0) but panics when a `url_file` webhook answers other than 2xx
+    /// (prometheus/alertmanager#3798, fixed by #3800 in v0.28.0).
+    public static let watchdogAlertmanagerTag = "v0.28.1"
+
+    /// Where the chart's always-firing Watchdog alert goes.
+    public enum Watchdog: Sendable {
+        /// A webhook whose URL Alertmanager reads from a file (≥ v0.26): what nodes get.
+        case urlFile(String)
+        /// The URL inline: only for an Alertmanager older than v0.26 (the tests' Debian 0.25).
+        case url(String)
+    }
+
     /// The synthetic alert `nodeagent alerts test` sends.
     public static let testAlertName = "NodeagentTestAlert"
 
@@ -17,13 +34,30 @@ public enum AlertingConfig {
     /// never inline), grouping by alert, critical alerts repeated hourly and others every 12 h,
     /// warnings and infos inhibited by a critical of the same alert, the Watchdog and
     /// InfoInhibitor heartbeats of the chart sent nowhere, and the test alert delivered at once.
-    public static func alertmanager(_ email: AlertingSpec.Email?, passwordPath: String = mountedPasswordPath) -> JSONValue {
+    /// With `watchdog`, the Watchdog alert goes to that webhook every minute (a dead-man's
+    /// switch for the alerting pipeline itself) instead of nowhere.
+    public static func alertmanager(_ email: AlertingSpec.Email?, passwordPath: String = mountedPasswordPath,
+                                    watchdog: Watchdog? = nil) -> JSONValue {
         var global: [JSONValue.Member] = [.init("resolve_timeout", .string("5m"))]
+        var receivers: [JSONValue] = [.object(["name": .string("null")])]
+        let watchdogRoute: JSONValue
+        if let watchdog {
+            let target: JSONValue.Member = switch watchdog {
+            case .urlFile(let path): .init("url_file", .string(path))
+            case .url(let url): .init("url", .string(url))
+            }
+            receivers.append(.object([.init("name", .string("heartbeat-watchdog")),
+                                      .init("webhook_configs", .array([.object([target, .init("send_resolved", .bool(false))])]))]))
+            watchdogRoute = .object(["matchers": .array([.string("alertname = \"Watchdog\"")]), "receiver": .string("heartbeat-watchdog"),
+                                     "group_by": .array([.string("alertname")]), "group_wait": .string("0s"),
+                                     "group_interval": .string("1m"), "repeat_interval": .string("1m")])
+        } else {
+            watchdogRoute = .object(["matchers": .array([.string("alertname = \"Watchdog\"")]), "receiver": .string("null")])
+        }
         var routes: [JSONValue] = [
-            .object(["matchers": .array([.string("alertname = \"Watchdog\"")]), "receiver": .string("null")]),
+            watchdogRoute,
             .object(["matchers": .array([.string("alertname = \"InfoInhibitor\"")]), "receiver": .string("null")]),
         ]
-        var receivers: [JSONValue] = [.object(["name": .string("null")])]
         if let email {
             global += [
                 .init("smtp_smarthost", .string(email.smarthost.description)),
@@ -74,11 +108,16 @@ public enum AlertingConfig {
     /// the Alertmanager config and its password Secret, and no scrape jobs or rules for the
     /// control-plane parts K3s runs inside its one process and does not expose
     /// (controller-manager, scheduler, proxy, etcd), which would otherwise fire at once.
-    public static func values(_ spec: AlertingSpec) -> JSONValue {
-        var alertmanager: [JSONValue.Member] = [.init("config", alertmanager(spec.email))]
-        if spec.email?.passwordFile != nil {
-            alertmanager.append(.init("alertmanagerSpec", .object(["secrets": .array([.string(secretName)])])))
-        }
+    public static func values(_ spec: AlertingSpec, heartbeat: HeartbeatSpec? = nil) -> JSONValue {
+        let watchdog = heartbeat?.watchdogURLFile.map { _ in Watchdog.urlFile(mountedWatchdogURLPath) }
+        var alertmanager: [JSONValue.Member] = [.init("config", alertmanager(spec.email, watchdog: watchdog))]
+        var secrets: [JSONValue] = []
+        if spec.email?.passwordFile != nil { secrets.append(.string(secretName)) }
+        if watchdog != nil { secrets.append(.string(watchdogSecretName)) }
+        var alertmanagerSpec: [JSONValue.Member] = []
+        if !secrets.isEmpty { alertmanagerSpec.append(.init("secrets", .array(secrets))) }
+        if watchdog != nil { alertmanagerSpec.append(.init("image", .object(["tag": .string(watchdogAlertmanagerTag)]))) }
+        if !alertmanagerSpec.isEmpty { alertmanager.append(.init("alertmanagerSpec", .object(alertmanagerSpec))) }
         return .object([
             "alertmanager": .object(alertmanager),
             "kubeControllerManager": .object(["enabled": .bool(false)]),

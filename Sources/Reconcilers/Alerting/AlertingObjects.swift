@@ -33,7 +33,7 @@ extension ClusterRender {
         var out: [KubeObject] = [KubeObject(ref: helmChartConfigRef(release.name.value), body: .object([
             "apiVersion": .string("helm.cattle.io/v1"), "kind": .string("HelmChartConfig"),
             "metadata": meta(release.name.value, helmNamespace),
-            "spec": .object(["valuesContent": .string(AlertingConfig.values(spec).yamlText)]),
+            "spec": .object(["valuesContent": .string(AlertingConfig.values(spec, heartbeat: platform.spec.section(HeartbeatSpec.self)).yamlText)]),
         ]))]
         if let file = spec.email?.passwordFile {
             let password = try secrets.read(file, for: "alerting.email.passwordFile") ?? ""
@@ -41,6 +41,15 @@ extension ClusterRender {
                                            data: [("password", Array(password.utf8))])
             if case .files = secrets { out.append(secret) } else {
                 out.append(KubeObject.redactedSecret(secret, sources: [("password", SecretSource.placeholder(file))]))
+            }
+        }
+        if let file = platform.spec.section(HeartbeatSpec.self)?.watchdogURLFile {
+            let url = try secrets.read(file, for: "heartbeat.watchdogUrlFile") ?? ""
+            if case .files = secrets { _ = try HeartbeatURL(url, file: file) }
+            let secret = KubeObject.secret(name: AlertingConfig.watchdogSecretName, namespace: namespace, owner: .alerting,
+                                           data: [("url", Array(url.utf8))])
+            if case .files = secrets { out.append(secret) } else {
+                out.append(KubeObject.redactedSecret(secret, sources: [("url", SecretSource.placeholder(file))]))
             }
         }
         let release_ = [JSONValue.Member("release", .string(release.name.value))]

@@ -5,6 +5,7 @@ import Foundation
 /// reconciler of its own).
 public struct StatusSpec: SectionSpec {
     public static let key = "status"
+    public var secretFiles: [(key: String, file: AbsolutePath)] { tokenFile.map { [("tokenFile", $0)] } ?? [] }
 
     /// Address and port of the status/metrics server: a VPN or loopback address, never public.
     public var listen: HostPort

@@ -1,0 +1,184 @@
+import Foundation
+import Logging
+import Testing
+import TestSupport
+import Reconcilers
+import YAML
+import Synchronization
+@testable import NodeAgent
+
+/// The dead-man's switch against a real HTTP receiver and the real `curl`: on a manual clock
+/// in-process, and through the real daemon stopped with SIGSTOP.
+@Suite("Heartbeat: a dead-man's switch")
+struct HeartbeatTests {
+    /// An HTTP receiver on loopback that logs `METHOD PATH BODY` a line each (200 OK).
+    struct Receiver {
+        let port: Int
+        let pid: Int32
+        let log: String
+
+        static func start(in dir: String) async throws -> Receiver {
+            let port = TLSTestPeer.freePort()
+            let log = dir + "/pings.log"
+            let pid = try DetachedProcess.spawn(["/usr/bin/python3", "-c", """
+                import http.server, sys
+                class H(http.server.BaseHTTPRequestHandler):
+                    def handle_one(s):
+                        n = int(s.headers.get("Content-Length") or 0)
+                        body = s.rfile.read(n).decode() if n else ""
+                        with open(sys.argv[1], "a") as f: f.write(s.command + " " + s.path + " " + body.replace("\\n", "|") + "\\n")
+                        s.send_response(200); s.send_header("Content-Length", "2"); s.end_headers(); s.wfile.write(b"OK")
+                    do_GET = handle_one
+                    do_POST = handle_one
+                    def log_message(s, *a): pass
+                http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), H).serve_forever()
+                """, log, String(port)])
+            for _ in 0..<400 { if TLSTestPeer.canConnect(port) { break }; try await Task.sleep(for: .milliseconds(50)) }
+            return Receiver(port: port, pid: pid, log: log)
+        }
+
+        var pings: [String] {
+            ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+
+        /// Waits (up to 20 s) for at least `count` pings.
+        func await(_ count: Int) async throws -> [String] {
+            for _ in 0..<400 { if pings.count >= count { break }; try await Task.sleep(for: .milliseconds(50)) }
+            return pings
+        }
+
+        func stop() { DetachedProcess.stop(pid) }
+    }
+
+    final class Recording: CommandRunner {
+        let inner = SystemCommandRunner()
+        let seen = Mutex<[Command]>([])
+        func run(_ command: Command) async throws(CommandError) -> CommandResult {
+            seen.withLock { $0.append(command) }
+            return try await inner.run(command)
+        }
+    }
+
+    @Test func pingsOnTheClockSignalsFailureAndRetriesWithoutShowingTheURL() async throws {
+        let root = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let receiver = try await Receiver.start(in: root)
+        defer { receiver.stop() }
+        let token = "hc-\(UInt64.random(in: 1...UInt64.max))"
+        let url = "http://127.0.0.1:\(receiver.port)/ping/\(token)"
+        let fs = RootedFileSystem(root: root)
+        try fs.write("/etc/nodeagent/secrets/heartbeat-url", Array("\(url)\n".utf8), mode: 0o600)
+        let state = root + "/platform.yaml"
+        try """
+            apiVersion: nodeagent/v1
+            kind: Platform
+            metadata: {name: vps-1}
+            spec:
+              os: {}
+              heartbeat: {urlFile: /etc/nodeagent/secrets/heartbeat-url, interval: 5m}
+
+            """.write(toFile: state, atomically: true, encoding: .utf8)
+        let clock = ManualWallClock(now: Timestamp(millisecondsSinceEpoch: 1_000_000_000))
+        let commands = Recording()
+        let host = Host(files: fs, commands: commands, services: SystemdServiceManager(commands: commands, root: root), clock: clock)
+        let runs = PassResultTests.Cell(0), exists = PassResultTests.Cell(false)
+        let engine = try Engine([AnyReconciler(PassResultTests.NeedsUser(runs: runs, userExists: exists))]
+                                + BuiltInReconcilers.all(on: host).filter { $0.name == .heartbeat }, clock: clock)
+        let status = AgentStatus(clock: clock)
+        let metrics = AgentMetrics()
+        let loop = ReconcileLoop(source: .file(state), engine: engine, host: host, status: status, metrics: metrics,
+                                 poll: TimeSpan(milliseconds: 60_000), drift: TimeSpan(milliseconds: 300_000), logger: Logger(label: "test"))
+        let heartbeat = Heartbeat(loop: loop, host: host, status: status, metrics: metrics, logger: Logger(label: "test"))
+        loop.onPassFinished { heartbeat.passFinished() }
+        let beating = Task { await heartbeat.beat() }
+        defer { beating.cancel() }
+
+        // A reconciler needs a person: the failure signal, with the reason as the body.
+        await loop.pass()
+        var pings = try await receiver.await(1)
+        #expect(pings.count == 1 && pings[0].hasPrefix("POST /ping/\(token)/fail nodeagent on vps-1: os: Stalled NoSuchUser"), "\(pings)")
+
+        // Fixed: the next pass turns the signal back to a plain ping at once.
+        exists.withLock { $0 = true }
+        loop.sync()
+        await loop.pass()
+        pings = try await receiver.await(2)
+        #expect(pings.count == 2 && pings[1] == "GET /ping/\(token) ", "\(pings)")
+
+        // Then one every interval, on the clock: nothing until 5 minutes have passed.
+        for _ in 0..<400 { if clock.sleeperCount > 0 { break }; try await Task.sleep(for: .milliseconds(10)) }
+        clock.advance(by: TimeSpan(milliseconds: 299_000))
+        await loop.pass()   // a pass that changes nothing does not ping either
+        for _ in 0..<400 { if clock.sleeperCount > 0 { break }; try await Task.sleep(for: .milliseconds(10)) }
+        #expect(receiver.pings.count == 2)
+        clock.advance(by: TimeSpan(milliseconds: 1_000))
+        pings = try await receiver.await(3)
+        #expect(pings.count == 3 && pings[2] == "GET /ping/\(token) ", "\(pings)")
+
+        // The watcher is away: three tries (2 s and 4 s apart on the clock), counted, shown
+        // without the URL.
+        receiver.stop()
+        for _ in 0..<400 { if clock.sleeperCount > 0 { break }; try await Task.sleep(for: .milliseconds(10)) }
+        clock.advance(by: TimeSpan(milliseconds: 300_000))
+        for (failed, step) in [(1, 2_000), (2, 4_000)] {
+            // The failed try is counted and the retry sleeps on the clock: move it on.
+            for _ in 0..<1000 where !(metricsText(metrics).contains("nodeagent_heartbeat_pings_total{result=\"failed\"} \(failed)")
+                                      && clock.sleeperCount > 0) {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            clock.advance(by: TimeSpan(milliseconds: Int64(step)))
+        }
+        var failedText = ""
+        for _ in 0..<1000 where !failedText.contains("nodeagent_heartbeat_pings_total{result=\"failed\"} 3") {
+            try await Task.sleep(for: .milliseconds(10))
+            failedText = metricsText(metrics)
+        }
+        #expect(failedText.contains("nodeagent_heartbeat_pings_total{result=\"failed\"} 3"), "\(failedText)")
+        #expect(failedText.contains("nodeagent_heartbeat_pings_total{result=\"ok\"} 3"))
+        let s = await status.json
+        #expect(s["heartbeat"]?["ok"] == .bool(false) && s["heartbeat"]?["failedPings"] == .int(1), "\(s.jsonText)")
+        // The URL's secret part never shows: not in /status, /metrics, nor any command line.
+        #expect(!s.jsonText.contains(token) && !failedText.contains(token))
+        let argv = commands.seen.withLock { $0 }.filter { $0.executable == "curl" }
+        #expect(argv.count == 6 && argv.allSatisfy { !$0.arguments.joined(separator: " ").contains(token) }, "\(argv.map(\.description))")
+        #expect(argv.allSatisfy { String(decoding: $0.input ?? [], as: UTF8.self).contains(token) }, "the URL goes on stdin")
+    }
+
+    func metricsText(_ metrics: AgentMetrics) -> String { String(decoding: metrics.exposition(), as: UTF8.self) }
+
+    /// The real daemon, interval 1 s: it pings while it runs; stopped (SIGSTOP), it does not;
+    /// continued, it does again.
+    @Test func aStoppedDaemonStopsPinging() async throws {
+        let root = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let receiver = try await Receiver.start(in: root)
+        defer { receiver.stop() }
+        let fs = RootedFileSystem(root: root)
+        try fs.write("/etc/nodeagent/secrets/heartbeat-url", Array("http://127.0.0.1:\(receiver.port)/ping/daemon\n".utf8), mode: 0o600)
+        let state = root + "/platform.yaml"
+        try """
+            apiVersion: nodeagent/v1
+            kind: Platform
+            metadata: {name: vps-1}
+            spec:
+              heartbeat: {urlFile: /etc/nodeagent/secrets/heartbeat-url, interval: 1s}
+
+            """.write(toFile: state, atomically: true, encoding: .utf8)
+        let port = TLSTestPeer.freePort()
+        let pid = try DetachedProcess.spawn([Binary.path, "run", "--state", state, "--root", root, "--listen", "127.0.0.1:\(port)"],
+                                            output: root + "/daemon.log")
+        defer { DetachedProcess.stop(pid) }
+        let before = try await receiver.await(3)
+        #expect(before.count >= 3, "\(before) \((try? String(contentsOfFile: root + "/daemon.log", encoding: .utf8)) ?? "")")
+        #expect(before.allSatisfy { $0 == "GET /ping/daemon " })
+        kill(pid, SIGSTOP)
+        let stopped = receiver.pings.count
+        // Real time on purpose: a process that does not run keeps no clock. Three intervals.
+        try await Task.sleep(for: .seconds(3))
+        #expect(receiver.pings.count <= stopped + 1, "pings went on while the daemon was stopped")
+        kill(pid, SIGCONT)
+        let quiet = receiver.pings.count
+        let after = try await receiver.await(quiet + 1)
+        #expect(after.count > quiet, "no ping after SIGCONT")
+    }
+}
