@@ -50,15 +50,6 @@ struct HeartbeatTests {
         func stop() { DetachedProcess.stop(pid) }
     }
 
-    final class Recording: CommandRunner {
-        let inner = SystemCommandRunner()
-        let seen = Mutex<[Command]>([])
-        func run(_ command: Command) async throws(CommandError) -> CommandResult {
-            seen.withLock { $0.append(command) }
-            return try await inner.run(command)
-        }
-    }
-
     @Test func pingsOnTheClockSignalsFailureAndRetriesWithoutShowingTheURL() async throws {
         let root = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -79,7 +70,7 @@ struct HeartbeatTests {
 
             """.write(toFile: state, atomically: true, encoding: .utf8)
         let clock = ManualWallClock(now: Timestamp(millisecondsSinceEpoch: 1_000_000_000))
-        let commands = Recording()
+        let commands = SecurityTests.RecordingRunner()
         let host = Host(files: fs, commands: commands, services: SystemdServiceManager(commands: commands, root: root), clock: clock)
         let runs = PassResultTests.Cell(0), exists = PassResultTests.Cell(false)
         let engine = try Engine([AnyReconciler(PassResultTests.NeedsUser(runs: runs, userExists: exists))]
