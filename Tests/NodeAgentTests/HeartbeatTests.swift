@@ -135,6 +135,71 @@ struct HeartbeatTests {
         #expect(argv.allSatisfy { String(decoding: $0.input ?? [], as: UTF8.self).contains(token) }, "the URL goes on stdin")
     }
 
+    /// Hangs in observe until released: a stuck pass.
+    struct Hang: Reconciler {
+        static let name = ReconcilerName.os
+        static let dependencies: [ReconcilerName] = []
+        let gate: Nudge
+        var owns: [OwnedResource] { [] }
+        func desired(from platform: Platform) -> Bool? { platform.spec.os == nil ? nil : true }
+        func observe(_ desired: Bool) async throws -> Bool { _ = await gate.wait(); return true }
+        func plan(_ desired: Bool, _ observed: Bool) throws -> [Change] { [] }
+        func apply(_ changes: [Change], desired: Bool) async throws {}
+        func verify(_ desired: Bool) async throws -> Condition { .ready() }
+    }
+
+    /// nodeagent hangs: a pass that does not end. The pinger runs on its own, so it says so:
+    /// the failure signal once the pass has run for 30 minutes, plain pings again after.
+    @Test func aHungPassIsReportedToTheWatcher() async throws {
+        let root = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let receiver = try await Receiver.start(in: root)
+        defer { receiver.stop() }
+        let fs = RootedFileSystem(root: root)
+        try fs.write("/etc/nodeagent/secrets/heartbeat-url", Array("http://127.0.0.1:\(receiver.port)/ping/hung\n".utf8), mode: 0o600)
+        let state = root + "/platform.yaml"
+        try """
+            apiVersion: nodeagent/v1
+            kind: Platform
+            metadata: {name: vps-1}
+            spec:
+              os: {}
+              heartbeat: {urlFile: /etc/nodeagent/secrets/heartbeat-url, interval: 5m}
+
+            """.write(toFile: state, atomically: true, encoding: .utf8)
+        let clock = ManualWallClock(now: Timestamp(millisecondsSinceEpoch: 1_000_000_000))
+        let host = Host(files: fs, commands: SystemCommandRunner(), services: SystemdServiceManager(root: root), clock: clock)
+        let gate = Nudge()
+        gate.signal()   // the first pass goes through
+        let engine = try Engine([AnyReconciler(Hang(gate: gate))] + BuiltInReconcilers.all(on: host).filter { $0.name == .heartbeat }, clock: clock)
+        let status = AgentStatus(clock: clock)
+        let metrics = AgentMetrics()
+        let loop = ReconcileLoop(source: .file(state), engine: engine, host: host, status: status, metrics: metrics,
+                                 poll: TimeSpan(milliseconds: 60_000), drift: TimeSpan(milliseconds: 300_000), logger: Logger(label: "test"))
+        let heartbeat = Heartbeat(loop: loop, host: host, status: status, metrics: metrics, logger: Logger(label: "test"))
+        loop.onPassFinished { heartbeat.passFinished() }
+        let beating = Task { await heartbeat.beat() }
+        defer { beating.cancel() }
+        await loop.pass()
+        #expect(try await receiver.await(1) == ["GET /ping/hung "])
+        let stuck = Task { await loop.pass() }   // waits in observe
+        for _ in 0..<400 { if loop.passRunningFor() != nil { break }; try await Task.sleep(for: .milliseconds(10)) }
+        for minutes in [5, 10, 15, 20, 25] {
+            for _ in 0..<400 { if clock.sleeperCount > 0 { break }; try await Task.sleep(for: .milliseconds(10)) }
+            clock.advance(by: TimeSpan(milliseconds: 300_000))
+            let pings = try await receiver.await(1 + minutes / 5)
+            #expect(pings.last == "GET /ping/hung ", "at \(minutes) min: \(pings)")
+        }
+        for _ in 0..<400 { if clock.sleeperCount > 0 { break }; try await Task.sleep(for: .milliseconds(10)) }
+        clock.advance(by: TimeSpan(milliseconds: 300_000))
+        let hung = try await receiver.await(7)
+        #expect(hung.last?.hasPrefix("POST /ping/hung/fail nodeagent on vps-1: a pass has been running for 30m") == true, "\(hung)")
+        gate.signal()
+        await stuck.value
+        let after = try await receiver.await(8)
+        #expect(after.last == "GET /ping/hung ", "once the pass ends: \(after)")
+    }
+
     func metricsText(_ metrics: AgentMetrics) -> String { String(decoding: metrics.exposition(), as: UTF8.self) }
 
     /// The real daemon, interval 1 s: it pings while it runs; stopped (SIGSTOP), it does not;

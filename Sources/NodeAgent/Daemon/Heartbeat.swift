@@ -66,12 +66,21 @@ final class Heartbeat: Service, Sendable {
     /// Waits for the next pass's nudge (one waiter at a time: the loop above awaits each).
     private func nextNudge() async -> Bool { await nudges.wait() }
 
+    /// A pass running longer than this is taken for a hung nodeagent: the failure signal goes
+    /// out instead of a plain ping (longer than any step waits by itself: K3s's Ready wait is
+    /// 5 minutes by default, a dump's lock wait 5).
+    static let hungAfter = TimeSpan(milliseconds: 30 * 60_000)
+
     /// `fail` while a reconciler failed or needs a person, with one line per reconciler (its
-    /// condition, redacted as /status is); `ok` otherwise.
+    /// condition, redacted as /status is), or while a pass has been running for longer than
+    /// `hungAfter`; `ok` otherwise.
     func signal() async -> (Signal, String) {
+        let name = loop.platform()?.name.value ?? "node"
+        if let running = loop.passRunningFor(), running >= Self.hungAfter {
+            return (.fail, "nodeagent on \(name): a pass has been running for \(running): nodeagent may be hung\n")
+        }
         let failing = await status.failing()
         guard !failing.isEmpty else { return (.ok, "") }
-        let name = loop.platform()?.name.value ?? "node"
         let lines = failing.map { "\($0.name): \($0.condition.status.rawValue) \($0.condition.reason): \($0.condition.message)" }
         let text = "nodeagent on \(name): \(lines.joined(separator: "\n"))\n"
         return (.fail, StatusRedaction.redact(text, secrets: loop.secretValues()))

@@ -36,6 +36,14 @@ final class ReconcileLoop: Service, Sendable {
     private let afterPassHook = Mutex<(@Sendable () -> Void)?>(nil)
 
     func onPassFinished(_ hook: @escaping @Sendable () -> Void) { afterPassHook.withLock { $0 = hook } }
+
+    /// When the pass under way started (the host's monotonic clock); nil between passes.
+    private let passStarted = Mutex<Timestamp?>(nil)
+
+    /// How long the pass under way has been running; nil between passes.
+    func passRunningFor() -> TimeSpan? {
+        passStarted.withLock { $0 }.map { TimeSpan(milliseconds: host.clock.monotonicNow().millisecondsSinceEpoch - $0.millisecondsSinceEpoch) }
+    }
     /// The desired state the last pass converged towards.
     private let current = Mutex<Platform?>(nil)
 
@@ -98,6 +106,8 @@ final class ReconcileLoop: Service, Sendable {
     /// One pass: take the newest good revision (or keep the last applied one), apply it,
     /// record the outcome. Never throws: every failure ends up in /status.
     func pass() async {
+        passStarted.withLock { $0 = host.clock.monotonicNow() }
+        defer { passStarted.withLock { $0 = nil } }
         if resetPending.withLock({ let r = $0; $0 = false; return r }) { backoff.withLock { $0.reset() } }
         var revision: Revision?
         switch source {
