@@ -36,7 +36,12 @@ final class Heartbeat: Service, Sendable {
     }
 
     func beat() async {
+        // On the monotonic clock: a wall clock stepped back at boot must not stretch the wait.
         var lastPing: Timestamp?
+        // After a round of tries that all failed: try again sooner than a whole interval
+        // (30 s, 1 min, … up to the interval), so one network blip is not a missed period.
+        var retryAt: Timestamp?
+        var failedRounds = 0
         while !Task.isCancelled {
             guard let spec = loop.platform()?.spec.section(HeartbeatSpec.self) else {
                 // No heartbeat declared (yet): wait for the next pass.
@@ -44,14 +49,24 @@ final class Heartbeat: Service, Sendable {
                 continue
             }
             let (signal, body) = await signal()
-            let now = host.clock.now()
-            let due = lastPing.map { now >= $0.adding(spec.interval) } ?? true
+            let now = host.clock.monotonicNow()
+            // After a failed round, the retry time rules; else the interval since the last success.
+            let due = retryAt.map { now >= $0 } ?? (lastPing.map { now >= $0.adding(spec.interval) } ?? true)
             if due || signal != lastSignal.withLock({ $0 }) {
-                await ping(spec, signal: signal, body: body)
-                lastPing = now
+                if await ping(spec, signal: signal, body: body) {
+                    lastPing = now
+                    retryAt = nil
+                    failedRounds = 0
+                } else {
+                    failedRounds += 1
+                    lastPing = lastPing ?? now
+                    retryAt = host.clock.monotonicNow().adding(TimeSpan(milliseconds: min(spec.interval.milliseconds,
+                                                                                          30_000 << min(failedRounds - 1, 10))))
+                }
             }
-            // Until the interval is up or a pass ends, whichever is first.
-            let wait = lastPing.map { max(0, $0.adding(spec.interval).millisecondsSinceEpoch - host.clock.now().millisecondsSinceEpoch) } ?? 0
+            // Until the interval is up (or the retry), or a pass ends, whichever is first.
+            let next = retryAt ?? lastPing?.adding(spec.interval)
+            let wait = next.map { max(0, $0.millisecondsSinceEpoch - host.clock.monotonicNow().millisecondsSinceEpoch) } ?? 0
             let woken = await withTaskGroup(of: Bool.self) { group in
                 group.addTask { [host] in (try? await host.clock.sleep(for: TimeSpan(milliseconds: wait))) != nil }
                 group.addTask { await self.nextNudge() }
@@ -86,19 +101,21 @@ final class Heartbeat: Service, Sendable {
         return (.fail, StatusRedaction.redact(text, secrets: loop.secretValues()))
     }
 
-    func ping(_ spec: HeartbeatSpec, signal: Signal, body: String) async {
+    /// - Returns: whether a try got through.
+    @discardableResult
+    func ping(_ spec: HeartbeatSpec, signal: Signal, body: String) async -> Bool {
         let url: HeartbeatURL
         do {
             url = try HeartbeatURL.read(spec.urlFile, files: host.files, what: "spec.heartbeat.urlFile")
         } catch {
             metrics.heartbeat(ok: false, at: nil)
             await status.heartbeat(ok: false, signal: signal, at: host.clock.now(), interval: spec.interval, why: "\(error)")
-            return
+            return false
         }
         var why = ""
         for attempt in 0..<3 {
             if attempt > 0 {
-                guard (try? await host.clock.sleep(for: TimeSpan(milliseconds: 2000 << (attempt - 1)))) != nil else { return }
+                guard (try? await host.clock.sleep(for: TimeSpan(milliseconds: 2000 << (attempt - 1)))) != nil else { return false }
             }
             let result = try? await host.commands.run(Self.curl(url, signal: signal, body: body))
             if result?.exitCode == 0 {
@@ -106,7 +123,7 @@ final class Heartbeat: Service, Sendable {
                 lastSignal.withLock { $0 = signal }
                 metrics.heartbeat(ok: true, at: now)
                 await status.heartbeat(ok: true, signal: signal, at: now, interval: spec.interval, why: nil)
-                return
+                return true
             }
             // curl's own words (it never repeats the URL with --silent --show-error), redacted anyway.
             why = StatusRedaction.redact(result.map { "curl exit \($0.exitCode.map(String.init) ?? "?"): \($0.stderr)" } ?? "curl could not run",
@@ -115,6 +132,7 @@ final class Heartbeat: Service, Sendable {
         }
         logger.warning("heartbeat ping failed", metadata: ["to": "\(url.shown)", "why": "\(why)"])
         await status.heartbeat(ok: false, signal: signal, at: host.clock.now(), interval: spec.interval, why: why)
+        return false
     }
 
     /// `curl -K -`: the URL (and the body of a failure signal) in a config read from stdin.
@@ -134,8 +152,9 @@ final class Heartbeat: Service, Sendable {
             return out + "\""
         }
         var config = "url = \(quoted(signal == .fail ? url.value + "/fail" : url.value))\n"
-        if signal == .fail { config += "data-binary = \(quoted(String(body.prefix(10_000))))\n" }
-        return Command("curl", ["--silent", "--show-error", "--fail", "--max-time", "10", "--proto", "=https,http", "-K", "-"],
+        if signal == .fail { config += "data-raw = \(quoted(String(body.prefix(10_000))))\n" }
+        // -q first: no ~/.curlrc (a --trace or --proxy there could expose the URL).
+        return Command("curl", ["-q", "--silent", "--show-error", "--fail", "--max-time", "10", "--proto", "=https,http", "-K", "-"],
                        input: Array(config.utf8), timeout: .seconds(15), holdsSecrets: true)
     }
 }

@@ -144,6 +144,8 @@ final class ReconcileLoop: Service, Sendable {
             return
         }
         current.withLock { $0 = platform }
+        // The pinger need not wait for the end of a first pass that may take minutes.
+        afterPassHook.withLock { $0 }?()
         if let revision, lastRevision.withLock({ $0 }) != revision.commit {
             lastRevision.withLock { $0 = revision.commit }
             backoff.withLock { $0.reset() }   // a new revision deserves a fresh try everywhere
@@ -161,6 +163,7 @@ final class ReconcileLoop: Service, Sendable {
         await status.finishPass(result, retryAt: backoff.withLock { $0.retryTimes(at: now) })
         metrics.passFinished(result, at: Double(host.clock.now().millisecondsSinceEpoch) / 1000)
         await HostFacts.record(platform, host: host, metrics: metrics)
+        passStarted.withLock { $0 = nil }
         afterPassHook.withLock { $0 }?()
         logger.info("pass", metadata: ["converged": "\(converged)", "revision": "\(revision?.commit.prefix(12) ?? "last applied")"])
         if let revision, converged {

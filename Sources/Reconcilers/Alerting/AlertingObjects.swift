@@ -45,7 +45,13 @@ extension ClusterRender {
         }
         if let file = platform.spec.section(HeartbeatSpec.self)?.watchdogURLFile {
             let url = try secrets.read(file, for: "heartbeat.watchdogUrlFile") ?? ""
-            if case .files = secrets { _ = try HeartbeatURL(url, file: file) }
+            if case .files = secrets {
+                _ = try HeartbeatURL(url, file: file)
+                // Alertmanager runs in a pod: its 127.0.0.1 is not the node's.
+                guard url.lowercased().hasPrefix("https://") else {
+                    throw ReconcileError(.stalled, reason: "HeartbeatURLInvalid", "\(file) (heartbeat.watchdogUrlFile) must hold an https:// URL")
+                }
+            }
             let secret = KubeObject.secret(name: AlertingConfig.watchdogSecretName, namespace: namespace, owner: .alerting,
                                            data: [("url", Array(url.utf8))])
             if case .files = secrets { out.append(secret) } else {

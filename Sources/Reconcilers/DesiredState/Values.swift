@@ -267,7 +267,8 @@ public struct RepoURL: YAMLScalarParsable, Sendable, Hashable, CustomStringConve
     /// The same for any URL text.
     public static func isLoopbackURL(_ value: String) -> Bool {
         guard let rest = value.split(separator: "://", maxSplits: 1).dropFirst().first else { return false }
-        var host = String(rest.split(separator: "/", maxSplits: 1).first ?? "")
+        // The authority ends at the first "/", "?" or "#": `http://evil?@127.0.0.1/` is evil's.
+        var host = String(rest.prefix { !"/?#".contains($0) })
         if let at = host.lastIndex(of: "@") { host = String(host[host.index(after: at)...]) }
         if host.hasPrefix("[") { host = String(host.dropFirst().prefix { $0 != "]" }) } else if let colon = host.lastIndex(of: ":") {
             host = String(host[..<colon])

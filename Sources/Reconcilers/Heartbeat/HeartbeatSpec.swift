@@ -45,6 +45,12 @@ public struct HeartbeatURL: Sendable, Equatable {
             throw ReconcileError(.stalled, reason: "HeartbeatURLInvalid",
                                  "\(file) does not hold one https:// URL (http:// only to the node itself): the ping URL a service such as healthchecks.io gives")
         }
+        // The failure signal is the URL + "/fail" (healthchecks.io's convention): a query or a
+        // fragment would swallow it.
+        guard !url.contains("?"), !url.contains("#") else {
+            throw ReconcileError(.stalled, reason: "HeartbeatURLInvalid",
+                                 "\(file): a ping URL with a query or fragment is not supported (the failure signal appends /fail to it)")
+        }
         value = url
     }
 
@@ -59,7 +65,7 @@ public struct HeartbeatURL: Sendable, Equatable {
     /// The scheme and host only: what may be shown.
     public var shown: String {
         guard let rest = value.split(separator: "://", maxSplits: 1).dropFirst().first else { return "?" }
-        var host = String(rest.split(separator: "/", maxSplits: 1).first ?? "")
+        var host = String(rest.prefix { !"/?#".contains($0) })
         if let at = host.lastIndex(of: "@") { host = String(host[host.index(after: at)...]) }
         return "\(value.prefix { $0 != ":" })://\(host)/…"
     }
