@@ -6,7 +6,7 @@ struct BackupCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "backup",
         abstract: "PostgreSQL backups now, on demand: run, list, drill, restore (the daemon runs them on their schedules).",
-        subcommands: [BackupRun.self, BackupList.self, BackupDrill.self, BackupRestore.self]
+        subcommands: [BackupRun.self, BackupList.self, BackupDrill.self, BackupRestore.self, BackupSnapshot.self]
     )
 }
 
@@ -32,6 +32,30 @@ struct BackupOptions: ParsableArguments {
             throw ExitCode.failure
         }
         return backups
+    }
+}
+
+struct BackupSnapshot: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshot",
+        abstract: "Replace the VPS's provider snapshot with a fresh one now (spec.backups.providerSnapshot).",
+        discussion: "A VPS keeps one snapshot: the previous one is deleted first, then a new one is made; each waits for its task. Exit status 0 only when the new snapshot exists."
+    )
+
+    @OptionGroup var options: BackupOptions
+
+    func run() async throws {
+        let platform = try StateOptions.load(state: options.state, root: options.root)
+        guard let spec = platform.spec.backups?.providerSnapshot else {
+            Terminal.error("error: the desired state declares no spec.backups.providerSnapshot")
+            throw ExitCode.failure
+        }
+        let record = await spec.takeSnapshot(host: Host.node(root: options.root), node: platform.name.value) { Terminal.error($0) }
+        guard record.ok else {
+            Terminal.error("error: \(record.reason): \(TerminalText.sanitised(record.message))")
+            throw ExitCode.failure
+        }
+        print("\(record.message): taken \(record.at.rfc3339)")
     }
 }
 

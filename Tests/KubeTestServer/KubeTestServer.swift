@@ -123,8 +123,11 @@ public final class KubeTestServer: @unchecked Sendable {
         try await SystemCommandRunner().check(Command("python3", [pkiScript, dir], timeout: .seconds(120)))
         tls = TLSPaths(directory: dir)
         state = Mutex(State(types: Self.builtIn))
-        let certified = try HTTPServer { [unowned self] in self.handle($0, clientCertificate: true) }
-        let tokened = try HTTPServer { [unowned self] in self.handle($0, clientCertificate: false) }
+        // Weak: a connection still being served when the test lets the server go gets a 503,
+        // not a read of a freed object.
+        let gone = HTTPServer.Response.full(status: 503, headers: [], body: Array("the test API server is gone\n".utf8))
+        let certified = try HTTPServer { [weak self] in self?.handle($0, clientCertificate: true) ?? gone }
+        let tokened = try HTTPServer { [weak self] in self?.handle($0, clientCertificate: false) ?? gone }
         servers = [certified, tokened]
         // TLS 1.2: socat 1.7.4's TLS 1.3 path holds the first response of every connection
         // back by about 40 ms (measured; s_server and TLS 1.2 answer in under 2 ms), which

@@ -169,6 +169,45 @@ struct K3sReconcilerTests {
         await lab.stop()
     }
 
+    /// `beforeK3sUpgrade`: the upgrade waits for a finished provider snapshot, and is not
+    /// attempted when the snapshot fails (the OVHcloud stand-in refusing the credentials).
+    @Test func anUpgradeWaitsForTheProviderSnapshotAndNeverGoesWithoutIt() async throws {
+        let lab = try await K3sLab()
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let ovh = try await ProviderSnapshotTests.StandIn.start(in: dir, polls: 1)
+        defer { ovh.stop() }
+        let fs = RootedFileSystem(root: lab.root)
+        try fs.write("/etc/nodeagent/secrets/ovh.conf", Array(ProviderSnapshotTests.conf(ck: "CK-wrong-1111").utf8), mode: 0o600)
+        let snapshot = """
+              backups:
+                providerSnapshot: {provider: ovh, endpoint: "http://127.0.0.1:\(ovh.port)/1.0", serviceName: \(ProviderSnapshotTests.service),
+                                   credentialsFile: /etc/nodeagent/secrets/ovh.conf, beforeK3sUpgrade: true}
+            """
+        let v1 = "v1.31.4+k3s1", v2 = "v1.31.5+k3s1"
+        let sha1 = lab.publish(v1, lab.standIn(v1, good: true))
+        // A first install is no upgrade: no snapshot is asked for.
+        #expect(try await lab.apply(try lab.state(v1, sha1, extra: snapshot)).condition?.status == .ready, "\(lab.log)")
+        #expect(try await ovh.state()["created"] == .int(0))
+        let sha2 = lab.publish(v2, lab.standIn(v2, good: true))
+        let refused = try await lab.apply(try lab.state(v2, sha2, extra: snapshot))
+        #expect(refused.condition?.reason == "ProviderSnapshotFailed" && refused.condition?.message.contains("This credential does not exist") == true,
+                "\(String(describing: refused.condition))")
+        #expect(lab.binarySHA256 == sha1, "no upgrade without its snapshot")
+        try fs.write("/etc/nodeagent/secrets/ovh.conf", Array(ProviderSnapshotTests.conf().utf8), mode: 0o600)
+        let upgraded = try await lab.apply(try lab.state(v2, sha2, extra: snapshot))
+        #expect(upgraded.condition?.status == .ready, "\(String(describing: upgraded.condition)) \(lab.log)")
+        #expect(lab.binarySHA256 == sha2)
+        #expect(try await ovh.state()["created"] == .int(1) && ProviderSnapshotRecord.load(fs)?.ok == true)
+        // The snapshot was done (its task finished) before the new binary was put in place:
+        // the binary's inode changed (chmod, rename) after the snapshot's success was recorded.
+        let done = try #require(ProviderSnapshotRecord.load(fs)?.lastSuccess)
+        var st = stat()
+        #expect(stat(lab.root + "/usr/local/bin/k3s", &st) == 0)
+        let changed = Int64(st.st_ctim.tv_sec) * 1000 + Int64(st.st_ctim.tv_nsec) / 1_000_000
+        #expect(changed >= done.millisecondsSinceEpoch, "binary changed at \(changed), snapshot done at \(done.millisecondsSinceEpoch)")
+    }
+
     @Test func anUpgradeThatNeverGetsReadyIsRolledBackAndNotRetried() async throws {
         let lab = try await K3sLab()
         let v1 = "v1.31.4+k3s1"

@@ -243,7 +243,9 @@ check "kernel WireGuard: wg0 is a wireguard link, the module is loaded" g 'ip -d
 check "firewall: only 22 (and refused 80/443) answer from the internet" public_ports_only
 status_names_head() { status | grep -q "\"$(gitw rev-parse HEAD)\""; }
 check "/status through the tunnel names the applied commit" status_names_head
-metrics_converged() { nsx curl -fsS -m 5 http://10.8.0.1:9430/metrics | grep -q '^nodeagent_converged 1'; }
+# Read whole, then searched: `curl | grep -q` fails under pipefail once the page outgrows the
+# pipe (grep quits at the match, curl cannot finish writing).
+metrics_converged() { local page; page=$(nsx curl -fsS -m 5 http://10.8.0.1:9430/metrics) && grep -q '^nodeagent_converged 1' <<<"$page"; }
 check "/metrics through the tunnel: converged" metrics_converged
 check "the status port does not answer on the public address" test "$(probe 9430)" = filtered
 

@@ -47,6 +47,17 @@ final class AgentMetrics: Sendable {
                                              helpText: "1 when the last pass converged every declared, handled section.")).set(to: pass.converged ? 1 : 0)
     }
 
+    /// The last provider snapshot (`backup snapshot`, the schedule).
+    func providerSnapshot(_ record: ProviderSnapshotRecord) {
+        registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "provider_snapshot_last_result_ok", unitName: "",
+                                             helpText: "1 when the last provider snapshot succeeded.")).set(to: record.ok ? 1 : 0)
+        if let success = record.lastSuccess {
+            registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: "provider_snapshot_last_success", unitName: "timestamp_seconds",
+                                                 helpText: "When the newest provider snapshot was taken."))
+                .set(to: Double(success.millisecondsSinceEpoch) / 1000)
+        }
+    }
+
     /// One heartbeat ping attempt; `at` when it got through.
     func heartbeat(ok: Bool, at time: Timestamp?) {
         registry.makeCounter(descriptor: .init(namespace: "nodeagent", metricName: "heartbeat_pings", unitName: "total",

@@ -16,6 +16,7 @@ struct BackupScheduler: Service {
 
     func run() async throws {
         metrics.backups(BackupState.load(host.files))
+        if let record = ProviderSnapshotRecord.load(host.files) { metrics.providerSnapshot(record) }
         // On SIGTERM the loop is cancelled: a job in progress stops at its next await (a
         // dump's partial file is removed by the next run), the daemon exits.
         await cancelWhenGracefulShutdown { await self.schedule() }
@@ -24,7 +25,7 @@ struct BackupScheduler: Service {
     func schedule() async {
         // The last starts as this process saw them: if the state file cannot be written (a full
         // disk), a failing job is still not repeated every minute.
-        var lastBackup: Timestamp?, lastDrill: Timestamp?
+        var lastBackup: Timestamp?, lastDrill: Timestamp?, lastSnapshot: Timestamp?
         while !Task.isCancelled {
             guard loop.platform() != nil else {
                 // Before the first pass has a desired state.
@@ -64,6 +65,16 @@ struct BackupScheduler: Service {
                         }
                         metrics.backups(BackupState.load(host.files))
                     }
+                }
+            }
+            if let platform = loop.platform(), let snapshot = platform.spec.backups?.providerSnapshot, let schedule = snapshot.schedule {
+                schedules.append(schedule)
+                let snapNow = host.clock.now()
+                if BackupSchedule.isDue(schedule, lastRun: [ProviderSnapshotRecord.load(host.files)?.at, lastSnapshot].compactMap { $0 }.max(), now: snapNow) {
+                    lastSnapshot = snapNow
+                    let record = await snapshot.takeSnapshot(host: host, node: platform.name.value) { [logger] in logger.info("snapshot: \($0)") }
+                    if !record.ok { logger.warning("provider snapshot failed", metadata: ["reason": "\(record.reason)", "message": "\(record.message)"]) }
+                    metrics.providerSnapshot(record)
                 }
             }
             let wake = BackupSchedule.wake(schedules, now: host.clock.now(), cap: TimeSpan(milliseconds: 60_000))

@@ -3,10 +3,12 @@ import Foundation
 
 public struct BackupsSpec: Sendable, Equatable, YAMLDecodable {
     public var postgres: PostgresBackup?
+    public var providerSnapshot: ProviderSnapshotSpec?
 
     public init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
-        let r = try MappingReader(node, path: path, context: context, keys: ["postgres"])
+        let r = try MappingReader(node, path: path, context: context, keys: ["postgres", "providerSnapshot"])
         postgres = try r.optional("postgres")
+        providerSnapshot = try r.optional("providerSnapshot")
         try r.finish()
     }
 }

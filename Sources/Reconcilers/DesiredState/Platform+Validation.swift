@@ -57,6 +57,9 @@ extension Platform {
         if let f = self.spec.backups?.postgres?.connection?.passwordFile {
             out.append((spec + "backups" + "postgres" + "connection" + "passwordFile", f))
         }
+        if let f = self.spec.backups?.providerSnapshot?.credentialsFile {
+            out.append((spec + "backups" + "providerSnapshot" + "credentialsFile", f))
+        }
         // The sections registered with a type of their own say theirs (`status`, `heartbeat`).
         for (key, section) in self.spec.sections.sorted(by: { $0.key < $1.key }) {
             for (field, file) in section.value.secretFiles { out.append((spec + key + field, file)) }

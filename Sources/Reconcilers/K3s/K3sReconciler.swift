@@ -16,6 +16,8 @@ public struct K3sReconciler: Reconciler {
         public var spec: K3sSpec
         /// The node's name in Kubernetes: the platform's `metadata.name`.
         public var nodeName: String
+        /// With `beforeK3sUpgrade`, the provider snapshot an upgrade waits for.
+        public var providerSnapshot: ProviderSnapshotSpec? = nil
 
         var config: [UInt8] { K3sFiles.config(spec, nodeName: nodeName) }
         /// Identifies this desired state of K3s (every field of `spec.k3s`), for "do not retry
@@ -71,7 +73,8 @@ public struct K3sReconciler: Reconciler {
     }
 
     public func desired(from platform: Platform) -> Desired? {
-        platform.spec.k3s.map { Desired(spec: $0, nodeName: platform.name.value) }
+        platform.spec.k3s.map { Desired(spec: $0, nodeName: platform.name.value,
+                                        providerSnapshot: platform.spec.backups?.providerSnapshot.flatMap { $0.beforeK3sUpgrade ? $0 : nil }) }
     }
 
     func hostPath(_ path: String) -> String { host.files.hostPath(path) }
@@ -155,8 +158,20 @@ public struct K3sReconciler: Reconciler {
         if newBinary {
             try await K3sBinary.fetch(install!.url, to: K3sFiles.download, files: host.files, expect: install!.sha256, log: options.log)
         }
-        // 2. A snapshot of what runs now, for the rollback.
         let currentSHA = try host.files.sha256(K3sFiles.binary)
+        // 1b. An upgrade of a running K3s with beforeK3sUpgrade: the whole VPS is snapshotted at
+        // the provider first, and the upgrade goes ahead only once that snapshot is done.
+        if newBinary, currentSHA != nil, let snapshot = desired.providerSnapshot {
+            options.log("taking a provider snapshot of \(snapshot.serviceName) before the upgrade")
+            let record = await snapshot.takeSnapshot(host: host, node: desired.nodeName, progress: options.log)
+            guard record.ok else {
+                try? host.files.remove(K3sFiles.download)
+                throw ReconcileError(.failed, reason: "ProviderSnapshotFailed",
+                                     "K3s was not upgraded: the provider snapshot before it failed (\(record.reason): \(record.message)); the running K3s is untouched")
+            }
+            options.log("\(record.message) taken: upgrading")
+        }
+        // 2. A snapshot of what runs now, for the rollback.
         let canRollBack = currentSHA != nil && changesFiles
         if canRollBack { try snapshot(version: await installedVersion(sha: currentSHA, record: record)) }
         // 3. The change, then 4. Ready in time — any failure on the way counts as not Ready.
