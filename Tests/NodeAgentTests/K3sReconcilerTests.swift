@@ -194,6 +194,7 @@ struct K3sReconcilerTests {
         #expect(refused.condition?.reason == "ProviderSnapshotFailed" && refused.condition?.message.contains("This credential does not exist") == true,
                 "\(String(describing: refused.condition))")
         #expect(lab.binarySHA256 == sha1, "no upgrade without its snapshot")
+        #expect(!FileManager.default.fileExists(atPath: lab.root + "/usr/local/bin/.k3s.nodeagent-download"), "the download is not left behind")
         try fs.write("/etc/nodeagent/secrets/ovh.conf", Array(ProviderSnapshotTests.conf().utf8), mode: 0o600)
         let upgraded = try await lab.apply(try lab.state(v2, sha2, extra: snapshot))
         #expect(upgraded.condition?.status == .ready, "\(String(describing: upgraded.condition)) \(lab.log)")

@@ -4,6 +4,7 @@ import TestSupport
 import Reconcilers
 import YAML
 import Synchronization
+import Logging
 @testable import NodeAgent
 
 /// OVHcloud VPS snapshots against a stand-in of the OVHcloud API that checks every signature
@@ -57,7 +58,8 @@ struct ProviderSnapshotTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let api = try await StandIn.start(in: dir, polls: 2)
         defer { api.stop() }
-        let clock = ManualWallClock(now: SystemWallClock().now())
+        // An hour behind: the signature's timestamp must come from the server's /auth/time.
+        let clock = ManualWallClock(now: SystemWallClock().now().adding(TimeSpan(milliseconds: -3_600_000)))
         let runner = SecurityTests.RecordingRunner()
         let provider = OVHSnapshots(client: OVHClient(endpoint: "http://127.0.0.1:\(api.port)/1.0",
                                                       credentials: try OVHCredentials(conf: Self.conf(), file: "ovh.conf"),
@@ -126,12 +128,28 @@ struct ProviderSnapshotTests {
         let snapshots = try await api.state()
         #expect(snapshots["created"] == .int(2) && snapshots["deleted"] == .int(1), "exactly one, the fresh one: \(snapshots)")
         #expect(ProviderSnapshotRecord.load(fs)?.id == "snap-2")
+        // The daemon's /status and /metrics show its age after a pass.
+        let host = Host(root: dir + "/root")
+        let status = AgentStatus(clock: host.clock), metrics = AgentMetrics()
+        let loop = ReconcileLoop(source: .file(state), engine: try Engine(BuiltInReconcilers.all(on: host)), host: host, status: status,
+                                 metrics: metrics, poll: TimeSpan(milliseconds: 60_000), drift: TimeSpan(milliseconds: 300_000),
+                                 logger: Logger(label: "test"))
+        await loop.pass()
+        let shown = await status.json
+        #expect(shown["providerSnapshot"]?["id"]?.string == "snap-2" && shown["providerSnapshot"]?["ok"] == .bool(true), "\(shown.jsonText)")
+        #expect(shown["providerSnapshot"]?["ageSeconds"] != nil && shown["providerSnapshot"]?["ageSeconds"] != .null)
+        let exposition = String(decoding: metrics.exposition(), as: UTF8.self)
+        #expect(exposition.contains("nodeagent_provider_snapshot_last_result_ok 1"), "\(exposition)")
+        outputs += [shown.jsonText, exposition]
 
         _ = try await SystemCommandRunner().run(Command("curl", ["-s", "http://127.0.0.1:\(api.port)/_refuse?quota"]))
         let quota = try await Binary.run(["backup", "snapshot", "--state", state, "--root", dir + "/root"])
         outputs.append(quota.stdout + quota.stderr)
         #expect(quota.exitCode == 1 && quota.stderr.contains("Forbidden") && quota.stderr.contains("maximum number of snapshots"), "\(quota.stderr)")
-        #expect(ProviderSnapshotRecord.load(fs).map { !$0.ok && $0.lastSuccess != nil } == true)
+        // The old snapshot was deleted before the create was refused: the VPS has none, and
+        // the record says so (no last success to count the age from).
+        #expect(try await api.state()["snapshot"] == .null)
+        #expect(ProviderSnapshotRecord.load(fs).map { !$0.ok && $0.lastSuccess == nil } == true)
 
         try fs.write("/etc/nodeagent/secrets/ovh.conf", Array(Self.conf(ck: "CK-revoked-0000").utf8), mode: 0o600)
         let refused = try await Binary.run(["backup", "snapshot", "--state", state, "--root", dir + "/root"])

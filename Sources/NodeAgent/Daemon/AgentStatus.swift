@@ -56,6 +56,11 @@ actor AgentStatus {
         heartbeatRecord = r
     }
 
+    /// The last provider snapshot (`backups/provider-snapshot.json`), as the last pass read it.
+    private(set) var providerSnapshotRecord: ProviderSnapshotRecord?
+
+    func providerSnapshot(_ record: ProviderSnapshotRecord?) { providerSnapshotRecord = record }
+
     /// The reconcilers whose last condition is Failed or Stalled (or that wait on a person).
     func failing() -> [(name: String, condition: Condition)] {
         order.compactMap { name in
@@ -156,6 +161,12 @@ actor AgentStatus {
                      .init("lastAttempt", time(h.lastAttempt)), .init("signal", .string(h.signal)), .init("ok", .bool(h.ok)),
                      .init("failedPings", .int(h.failedPings)), .init("error", h.why.map(JSONValue.string) ?? .null)])
         } ?? .null
+        let snapshot: JSONValue = providerSnapshotRecord.map { r in
+            let age: JSONValue = r.lastSuccess.map { .double(Double(clock.now().millisecondsSinceEpoch - $0.millisecondsSinceEpoch) / 1000) } ?? .null
+            return .object([.init("lastSuccess", time(r.lastSuccess)), .init("ageSeconds", age), .init("lastAttempt", time(r.at)),
+                            .init("ok", .bool(r.ok)), .init("id", r.id.map(JSONValue.string) ?? .null), .init("reason", .string(r.reason)),
+                            .init("message", .string(r.message))])
+        } ?? .null
         let needsHuman = JSONValue.array(order.filter { conditions[$0]?.verdict.needsHuman == true }.map(JSONValue.string))
         let verdict: JSONValue = lastPassVerdict.map { .string($0.rawValue) } ?? .null
         return .object([
@@ -166,6 +177,7 @@ actor AgentStatus {
             "verdict": verdict,
             "needsHuman": needsHuman,
             "heartbeat": heartbeat,
+            "providerSnapshot": snapshot,
             "lastPass": time(lastPassAt),
             "passes": .int(passes),
             "wireguard": .object(["publicKey": wireguardPublicKey.map(JSONValue.string) ?? .null]),

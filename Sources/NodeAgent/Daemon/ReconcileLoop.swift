@@ -163,6 +163,13 @@ final class ReconcileLoop: Service, Sendable {
         await status.finishPass(result, retryAt: backoff.withLock { $0.retryTimes(at: now) })
         metrics.passFinished(result, at: Double(host.clock.now().millisecondsSinceEpoch) / 1000)
         await HostFacts.record(platform, host: host, metrics: metrics)
+        // The provider snapshot as the last `backup snapshot`, the schedule or an upgrade left it.
+        if platform.spec.backups?.providerSnapshot != nil, let record = ProviderSnapshotRecord.load(host.files) {
+            await status.providerSnapshot(record)
+            metrics.providerSnapshot(record)
+        } else {
+            await status.providerSnapshot(nil)
+        }
         passStarted.withLock { $0 = nil }
         afterPassHook.withLock { $0 }?()
         logger.info("pass", metadata: ["converged": "\(converged)", "revision": "\(revision?.commit.prefix(12) ?? "last applied")"])
@@ -196,7 +203,14 @@ final class ReconcileLoop: Service, Sendable {
         var out: [String] = []
         for (_, file) in platform.secretFiles {
             guard let bytes = try? host.files.readSecret(file.value, limit: 1 << 20) else { continue }
-            out += String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline).map(String.init)
+            for line in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline).map(String.init) {
+                out.append(line)
+                // `key=value` files (ovh.conf): the value alone too.
+                if let eq = line.firstIndex(of: "=") {
+                    let value = String(line[line.index(after: eq)...].drop { $0 == " " || $0 == "\t" })
+                    if value.count >= 8 { out.append(value) }
+                }
+            }
         }
         return out
     }

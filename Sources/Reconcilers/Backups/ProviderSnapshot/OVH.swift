@@ -28,6 +28,18 @@ public struct OVHCredentials: Sendable {
     let applicationKey: String
     let applicationSecret: String
     let consumerKey: String
+    /// The section the keys came from (`ovh-eu`, `ovh-ca`, `ovh-us`…).
+    let endpointName: String
+
+    /// python-ovh's endpoint names (ovh/client.py, ENDPOINTS).
+    static let endpoints = ["ovh-eu": "https://eu.api.ovh.com/1.0", "ovh-ca": "https://ca.api.ovh.com/1.0",
+                            "ovh-us": "https://api.us.ovhcloud.com/1.0"]
+
+    /// The API the keys belong to, when the file names one python-ovh knows.
+    public var endpoint: String? { Self.endpoints[endpointName] }
+
+    /// The key values, to keep out of any message.
+    var values: [String] { [applicationKey, applicationSecret, consumerKey] }
 
     /// - Throws: `ProviderError` naming the file and the key that is missing, never a value.
     public init(conf text: String, file: String) throws {
@@ -41,7 +53,7 @@ public struct OVHCredentials: Sendable {
                 continue
             }
             guard let eq = line.firstIndex(where: { $0 == "=" || $0 == ":" }) else { continue }
-            let key = String(line[..<eq]).filter { !$0.isWhitespace }
+            let key = String(line[..<eq]).filter { !$0.isWhitespace }.lowercased()
             let value = String(line[line.index(after: eq)...]).drop { $0 == " " || $0 == "\t" }
             sections[section, default: [:]][key] = String(value.reversed().drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed())
         }
@@ -53,6 +65,7 @@ public struct OVHCredentials: Sendable {
             }
             return v
         }
+        endpointName = chosen
         applicationKey = try need("application_key")
         applicationSecret = try need("application_secret")
         consumerKey = try need("consumer_key")
@@ -87,7 +100,7 @@ public struct OVHClient: Sendable {
     func timeDelta() async throws -> Int64 {
         let (status, body) = try await send(method: "GET", path: "/auth/time", body: nil, signed: nil)
         guard status == 200, let server = Int64(String(decoding: body, as: UTF8.self).filter(\.isNumber)) else {
-            throw ProviderError(reason: "Unreachable", message: "GET \(endpoint)/auth/time answered \(status)")
+            throw ProviderError(reason: "Unreachable", message: "GET /auth/time answered \(status)")
         }
         return server - clock.now().millisecondsSinceEpoch / 1000
     }
@@ -118,11 +131,13 @@ public struct OVHClient: Sendable {
                                                               "--write-out", "\n%{http_code}", "-K", "-"],
                                                      input: Array(config.utf8), timeout: .seconds(45), holdsSecrets: true))
         guard result.exitCode == 0 else {
-            throw ProviderError(reason: "Unreachable", message: "\(method) \(endpoint)\(path): curl exit \(result.exitCode.map(String.init) ?? "?"): \(result.stderr)")
+            var why = result.stderr
+            for value in credentials.values where value.count >= 4 { why = why.replacingAll(value, with: "[redacted]") }
+            throw ProviderError(reason: "Unreachable", message: "\(method) \(path): curl exit \(result.exitCode.map(String.init) ?? "?"): \(why)")
         }
         let out = Array(result.stdout.utf8)
         guard let newline = out.lastIndex(of: UInt8(ascii: "\n")), let status = Int(String(decoding: out[(newline + 1)...], as: UTF8.self)) else {
-            throw ProviderError(reason: "BadAnswer", message: "\(method) \(endpoint)\(path): no status")
+            throw ProviderError(reason: "BadAnswer", message: "\(method) \(path): no status")
         }
         return (status, Array(out[..<newline]))
     }
@@ -139,7 +154,8 @@ public struct OVHSnapshots: SnapshotProvider {
     let clock: any WallClock
     /// How often a task is polled, and for how long.
     var pollEvery = TimeSpan(milliseconds: 5_000)
-    var giveUpAfter = TimeSpan(milliseconds: 3_600_000)
+    /// Well under the heartbeat's 30 minutes for a hung pass: a K3s upgrade waits on this.
+    var giveUpAfter = TimeSpan(milliseconds: 20 * 60_000)
 
     public init(client: OVHClient, serviceName: String, clock: any WallClock) {
         (self.client, self.serviceName, self.clock) = (client, serviceName, clock)
@@ -182,17 +198,29 @@ public struct OVHSnapshots: SnapshotProvider {
             throw ProviderError(reason: "BadAnswer", message: "no task id in \(task?.jsonText ?? "nothing")")
         }
         let deadline = clock.monotonicNow().adding(giveUpAfter)
+        var pollFailures = 0
         while clock.monotonicNow() < deadline {
-            let (status, body) = try await client.call("GET", base + "/tasks/\(id)", delta: delta)
-            try Self.check(status, body, doing: "GET \(base)/tasks/\(id)")
+            let status: Int, body: JSONValue?
+            do {
+                (status, body) = try await client.call("GET", base + "/tasks/\(id)", delta: delta)
+                try Self.check(status, body, doing: "GET \(base)/tasks/\(id)")
+                pollFailures = 0
+            } catch let error as ProviderError where error.reason == "Unreachable" || error.message.contains("answered 5") {
+                // The task goes on at OVHcloud: a poll that failed is tried again, three times.
+                pollFailures += 1
+                guard pollFailures < 3 else { throw error }
+                try await clock.sleep(for: pollEvery)
+                continue
+            }
             let state = body?["state"]?.string ?? "?"
             switch state {
             case "done": return
-            case "error", "cancelled", "blocked":
-                throw ProviderError(reason: "TaskFailed", message: "task \(id) (\(body?["type"]?.string ?? "?")) ended \(state)")
-            default:
+            case "todo", "doing":
                 progress("task \(id) (\(body?["type"]?.string ?? "?")): \(state)")
                 try await clock.sleep(for: pollEvery)
+            default:
+                // error, cancelled, blocked, paused, waitingAck: none of these finishes by itself.
+                throw ProviderError(reason: "TaskFailed", message: "task \(id) (\(body?["type"]?.string ?? "?")) is \(state): see the VPS's tasks in the OVHcloud Control Panel")
             }
         }
         throw ProviderError(reason: "TaskTimeout", message: "task \(id) not done after \(giveUpAfter)")
@@ -224,7 +252,9 @@ extension ProviderSnapshotSpec {
             throw ProviderError(reason: "CredentialsMissing", message: "\(credentialsFile) does not exist")
         }
         let credentials = try OVHCredentials(conf: text, file: credentialsFile.value)
-        return OVHSnapshots(client: OVHClient(endpoint: endpoint, credentials: credentials, commands: commands, clock: clock),
+        // The endpoint the desired state names, else the one the credentials file names.
+        let api = endpoint ?? credentials.endpoint ?? Self.defaultEndpoint
+        return OVHSnapshots(client: OVHClient(endpoint: api, credentials: credentials, commands: commands, clock: clock),
                             serviceName: serviceName, clock: clock)
     }
 }

@@ -39,14 +39,20 @@ extension ProviderSnapshotSpec {
         let started = host.clock.now()
         let previous = ProviderSnapshotRecord.load(host.files)
         var record: ProviderSnapshotRecord
+        var provider: (any SnapshotProvider)?
         do {
-            let provider = try provider(files: host.files, commands: host.commands, clock: host.clock)
-            let made = try await provider.replace(description: "nodeagent \(node) \(started.rfc3339)", progress: progress)
+            // One backup job at a time on the node: the schedule, an upgrade and the CLI.
+            let lock = try BackupLock(files: host.files)
+            defer { lock.release() }
+            provider = try self.provider(files: host.files, commands: host.commands, clock: host.clock)
+            let made = try await provider!.replace(description: "nodeagent \(node) \(started.rfc3339)", progress: progress)
             record = ProviderSnapshotRecord(at: started, ok: true, id: made.id, reason: "Succeeded",
                                             message: "snapshot \(made.id) of \(serviceName)", lastSuccess: host.clock.now())
         } catch let error as ProviderError {
+            // A run that deleted the old snapshot and then failed leaves none: say so.
+            let remains = provider == nil ? true : ((try? await provider!.current()) ?? nil) != nil
             record = ProviderSnapshotRecord(at: started, ok: false, id: nil, reason: error.reason, message: error.message,
-                                            lastSuccess: previous?.lastSuccess)
+                                            lastSuccess: remains ? previous?.lastSuccess : nil)
         } catch let error as ReconcileError {
             record = ProviderSnapshotRecord(at: started, ok: false, id: nil, reason: error.reason, message: error.message,
                                             lastSuccess: previous?.lastSuccess)

@@ -7,8 +7,9 @@ public struct ProviderSnapshotSpec: Sendable, Equatable, YAMLDecodable {
 
     public var provider: Provider
     /// The API's base URL (OVHcloud: https://eu.api.ovh.com/1.0, https://ca.api.ovh.com/1.0,
-    /// https://api.us.ovhcloud.com/1.0); http:// only on loopback (tests).
-    public var endpoint: String
+    /// https://api.us.ovhcloud.com/1.0); http:// only on loopback (tests). Nil: the one the
+    /// credentials file names (`[default] endpoint=ovh-ca`), else the EU one.
+    public var endpoint: String?
     /// The VPS's service name: `vps-1a2b3c4d.vps.ovh.net`.
     public var serviceName: String
     /// python-ovh's `ovh.conf`: application key and secret, consumer key.
@@ -24,17 +25,20 @@ public struct ProviderSnapshotSpec: Sendable, Equatable, YAMLDecodable {
         let r = try MappingReader(node, path: path, context: context,
                                   keys: ["provider", "endpoint", "serviceName", "credentialsFile", "schedule", "beforeK3sUpgrade"])
         provider = try r.required("provider")
-        endpoint = try r.optional("endpoint") ?? Self.defaultEndpoint
+        endpoint = try r.optional("endpoint")
         serviceName = try r.required("serviceName")
         credentialsFile = try r.required("credentialsFile")
         schedule = try r.optional("schedule")
         beforeK3sUpgrade = try r.optional("beforeK3sUpgrade") ?? false
         try r.finish()
-        let lower = endpoint.lowercased()
-        guard (lower.hasPrefix("https://") || (lower.hasPrefix("http://") && RepoURL.isLoopbackURL(endpoint))),
-              !endpoint.contains(where: { $0.isWhitespace || "\"\\?#@".contains($0) }) else {
-            throw context.fail(.invalidValue, "endpoint must be an https:// URL (http:// only on loopback), without credentials or a query",
-                               at: r.node("endpoint")!.mark, path: path + "endpoint")
+        if let endpoint {
+            // Signed as written: only OVHcloud's own endpoints, or loopback (tests).
+            let known = OVHCredentials.endpoints.values.contains(endpoint)
+            guard known || (endpoint.lowercased().hasPrefix("http://") && RepoURL.isLoopbackURL(endpoint)
+                            && !endpoint.contains(where: { $0.isWhitespace || "\"\\?#@".contains($0) })) else {
+                throw context.fail(.invalidValue, "endpoint must be one of \(OVHCredentials.endpoints.values.sorted().joined(separator: ", ")) (http:// only on loopback)",
+                                   at: r.node("endpoint")!.mark, path: path + "endpoint")
+            }
         }
         guard !serviceName.isEmpty, serviceName.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-._".contains($0)) }) else {
             throw context.fail(.invalidValue, "\"\(serviceName)\" is not a VPS service name (such as vps-1a2b3c4d.vps.ovh.net)",
