@@ -17,10 +17,13 @@ struct HeartbeatTests {
         let pid: Int32
         let log: String
 
-        static func start(in dir: String) async throws -> Receiver {
+        /// - Parameter lab: with a lab, the receiver runs in its vps namespace (where the daemon
+        ///   under test runs), on that namespace's loopback.
+        static func start(in dir: String, lab: NetworkLab? = nil) async throws -> Receiver {
             let port = TLSTestPeer.freePort()
             let log = dir + "/pings.log"
-            let pid = try DetachedProcess.spawn(["/usr/bin/python3", "-c", """
+            let prefix = lab.map { ["/usr/sbin/ip", "netns", "exec", $0.vps] } ?? []
+            let pid = try DetachedProcess.spawn(prefix + ["/usr/bin/python3", "-c", """
                 import http.server, sys
                 class H(http.server.BaseHTTPRequestHandler):
                     def handle_one(s):
@@ -33,7 +36,16 @@ struct HeartbeatTests {
                     def log_message(s, *a): pass
                 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), H).serve_forever()
                 """, log, String(port)])
-            for _ in 0..<400 { if TLSTestPeer.canConnect(port) { break }; try await Task.sleep(for: .milliseconds(50)) }
+            for _ in 0..<400 {
+                if let lab {
+                    // A bare connection, no request: nothing is logged as a ping.
+                    let r = try await lab.run(lab.vps, ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/\(port)"])
+                    if r.exitCode == 0 { break }
+                } else if TLSTestPeer.canConnect(port) {
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
             return Receiver(port: port, pid: pid, log: log)
         }
 
@@ -231,12 +243,13 @@ struct HeartbeatTests {
 
     func metricsText(_ metrics: AgentMetrics) -> String { String(decoding: metrics.exposition(), as: UTF8.self) }
 
-    /// The real daemon, interval 1 s: it pings while it runs; stopped (SIGSTOP), it does not;
-    /// continued, it does again.
+    /// The real daemon in its own network namespace, interval 1 s, the receiver in the same
+    /// namespace: it pings while it runs; stopped (SIGSTOP), it does not; continued, it does again.
     @Test func aStoppedDaemonStopsPinging() async throws {
-        let root = Fixtures.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let receiver = try await Receiver.start(in: root)
+        let lab = try await NetworkLab()
+        defer { Task { await lab.destroy() } }
+        let root = lab.root
+        let receiver = try await Receiver.start(in: root, lab: lab)
         defer { receiver.stop() }
         let fs = RootedFileSystem(root: root)
         try fs.write("/etc/nodeagent/secrets/heartbeat-url", Array("http://127.0.0.1:\(receiver.port)/ping/daemon\n".utf8), mode: 0o600)
@@ -250,8 +263,9 @@ struct HeartbeatTests {
 
             """.write(toFile: state, atomically: true, encoding: .utf8)
         let port = TLSTestPeer.freePort()
-        let pid = try DetachedProcess.spawn([Binary.path, "run", "--state", state, "--root", root, "--listen", "127.0.0.1:\(port)"],
-                                            output: root + "/daemon.log")
+        let pid = try DetachedProcess.spawn(["/bin/sh", "-c",
+            "exec ip netns exec \(lab.vps) \"$0\" run --state \"$1\" --root \"$2\" --listen 127.0.0.1:\(port) 2>\"$2/daemon.log\"",
+            Binary.path, state, root])
         defer { DetachedProcess.stop(pid) }
         let before = try await receiver.await(3)
         #expect(before.count >= 3, "\(before) \((try? String(contentsOfFile: root + "/daemon.log", encoding: .utf8)) ?? "")")
@@ -265,5 +279,9 @@ struct HeartbeatTests {
         let quiet = receiver.pings.count
         let after = try await receiver.await(quiet + 1)
         #expect(after.count > quiet, "no ping after SIGCONT")
+        DetachedProcess.stop(pid)
+        _ = await DetachedProcess.waitForExit(pid, timeout: .seconds(10))
+        receiver.stop()
+        await lab.destroy()
     }
 }

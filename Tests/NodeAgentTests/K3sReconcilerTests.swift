@@ -207,6 +207,7 @@ struct K3sReconcilerTests {
         #expect(stat(lab.root + "/usr/local/bin/k3s", &st) == 0)
         let changed = Int64(st.st_ctim.tv_sec) * 1000 + Int64(st.st_ctim.tv_nsec) / 1_000_000
         #expect(changed >= done.millisecondsSinceEpoch, "binary changed at \(changed), snapshot done at \(done.millisecondsSinceEpoch)")
+        await lab.stop()
     }
 
     @Test func anUpgradeThatNeverGetsReadyIsRolledBackAndNotRetried() async throws {
