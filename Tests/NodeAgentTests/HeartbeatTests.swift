@@ -93,13 +93,9 @@ struct HeartbeatTests {
         let runs = PassResultTests.Cell(0), exists = PassResultTests.Cell(false)
         let engine = try Engine([AnyReconciler(PassResultTests.NeedsUser(runs: runs, userExists: exists))]
                                 + BuiltInReconcilers.all(on: host).filter { $0.name == .heartbeat }, clock: clock)
-        let status = AgentStatus(clock: clock)
-        let metrics = AgentMetrics()
-        let loop = ReconcileLoop(source: .file(state), engine: engine, host: host, status: status, metrics: metrics,
-                                 poll: TimeSpan(milliseconds: 60_000), drift: TimeSpan(milliseconds: 300_000), logger: Logger(label: "test"))
-        let heartbeat = Heartbeat(loop: loop, host: host, status: status, metrics: metrics, logger: Logger(label: "test"))
-        loop.onPassFinished { heartbeat.passFinished() }
-        let beating = Task { await heartbeat.beat() }
+        let rig = TestLoop(state: state, engine: engine, host: host)
+        let (loop, status, metrics) = (rig.loop, rig.status, rig.metrics)
+        let (_, beating) = rig.beating()
         defer { beating.cancel() }
 
         // A reconciler needs a person: the failure signal, with the reason as the body.
@@ -174,6 +170,11 @@ struct HeartbeatTests {
         #expect(try HeartbeatURL("http://127.0.0.1:9/ping/u\n", file: file).value == "http://127.0.0.1:9/ping/u")
         #expect(try HeartbeatURL("https://user:pw@hc-ping.com/secret-uuid", file: file).shown == "https://hc-ping.com/…")
         #expect(!RepoURL.isLoopbackURL("http://evil.example?@127.0.0.1/x"))
+        // A body cannot add a curl option: quotes and newlines stay inside the value.
+        var config = CurlConfig(url: "https://hc-ping.com/u")
+        config.set("data-raw", "x\"\nurl = \"http://evil.example/\"\\")
+        let text = String(decoding: config.command([], timeout: .seconds(1)).input ?? [], as: UTF8.self)
+        #expect(text == #"url = "https://hc-ping.com/u""# + "\n" + #"data-raw = "x\"\nurl = \"http://evil.example/\"\\""# + "\n", "\(text)")
     }
 
     /// Hangs in observe until released: a stuck pass.
@@ -213,13 +214,9 @@ struct HeartbeatTests {
         let gate = Nudge()
         gate.signal()   // the first pass goes through
         let engine = try Engine([AnyReconciler(Hang(gate: gate))] + BuiltInReconcilers.all(on: host).filter { $0.name == .heartbeat }, clock: clock)
-        let status = AgentStatus(clock: clock)
-        let metrics = AgentMetrics()
-        let loop = ReconcileLoop(source: .file(state), engine: engine, host: host, status: status, metrics: metrics,
-                                 poll: TimeSpan(milliseconds: 60_000), drift: TimeSpan(milliseconds: 300_000), logger: Logger(label: "test"))
-        let heartbeat = Heartbeat(loop: loop, host: host, status: status, metrics: metrics, logger: Logger(label: "test"))
-        loop.onPassFinished { heartbeat.passFinished() }
-        let beating = Task { await heartbeat.beat() }
+        let rig = TestLoop(state: state, engine: engine, host: host)
+        let (loop, status, metrics) = (rig.loop, rig.status, rig.metrics)
+        let (_, beating) = rig.beating()
         defer { beating.cancel() }
         await loop.pass()
         #expect(try await receiver.await(1) == ["GET /ping/hung "])

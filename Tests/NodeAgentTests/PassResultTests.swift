@@ -68,10 +68,8 @@ struct PassResultTests {
                         services: SystemdServiceManager(commands: SystemCommandRunner(), root: root), clock: clock)
         let osRuns = Cell(0), fwRuns = Cell(0), exists = Cell(false)
         let engine = try Engine([AnyReconciler(NeedsUser(runs: osRuns, userExists: exists)), AnyReconciler(Dependent(runs: fwRuns))], clock: clock)
-        let status = AgentStatus(clock: clock)
-        let metrics = AgentMetrics()
-        let loop = ReconcileLoop(source: .file(state), engine: engine, host: host, status: status, metrics: metrics,
-                                 poll: TimeSpan(milliseconds: 60_000), drift: TimeSpan(milliseconds: 300_000), logger: Logger(label: "test"))
+        let rig = TestLoop(state: state, engine: engine, host: host)
+        let (loop, status, metrics) = (rig.loop, rig.status, rig.metrics)
         func statusJSON() async -> JSONValue { await status.json }
         func metricsText() -> String { String(decoding: metrics.exposition(), as: UTF8.self) }
 
@@ -123,5 +121,27 @@ struct PassResultTests {
         loop.sync()
         await loop.pass()
         #expect(osRuns.withLock { $0 } == 4, "POST /sync retries a stalled reconciler at once")
+    }
+}
+
+/// The daemon's loop over a desired-state file, with its own status and metrics, for tests
+/// that drive passes by hand (a minute's poll, five minutes' drift: no timer runs here).
+struct TestLoop {
+    let loop: ReconcileLoop
+    let status: AgentStatus
+    let metrics: AgentMetrics
+
+    init(state: String, engine: Engine, host: Reconcilers.Host) {
+        status = AgentStatus(clock: host.clock)
+        metrics = AgentMetrics()
+        loop = ReconcileLoop(source: .file(state), engine: engine, host: host, status: status, metrics: metrics,
+                             poll: TimeSpan(milliseconds: 60_000), drift: TimeSpan(milliseconds: 300_000), logger: Logger(label: "test"))
+    }
+
+    /// With the heartbeat's pinger running beside it (cancelled with the returned task).
+    func beating() -> (Heartbeat, Task<Void, Never>) {
+        let heartbeat = Heartbeat(loop: loop, host: loop.host, status: status, metrics: metrics, logger: Logger(label: "test"))
+        loop.onPassFinished { heartbeat.passFinished() }
+        return (heartbeat, Task { await heartbeat.beat() })
     }
 }

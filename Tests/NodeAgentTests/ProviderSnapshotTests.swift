@@ -130,10 +130,8 @@ struct ProviderSnapshotTests {
         #expect(ProviderSnapshotRecord.load(fs)?.id == "snap-2")
         // The daemon's /status and /metrics show its age after a pass.
         let host = Host(root: dir + "/root")
-        let status = AgentStatus(clock: host.clock), metrics = AgentMetrics()
-        let loop = ReconcileLoop(source: .file(state), engine: try Engine(BuiltInReconcilers.all(on: host)), host: host, status: status,
-                                 metrics: metrics, poll: TimeSpan(milliseconds: 60_000), drift: TimeSpan(milliseconds: 300_000),
-                                 logger: Logger(label: "test"))
+        let rig = TestLoop(state: state, engine: try Engine(BuiltInReconcilers.all(on: host)), host: host)
+        let (loop, status, metrics) = (rig.loop, rig.status, rig.metrics)
         await loop.pass()
         let shown = await status.json
         #expect(shown["providerSnapshot"]?["id"]?.string == "snap-2" && shown["providerSnapshot"]?["ok"] == .bool(true), "\(shown.jsonText)")

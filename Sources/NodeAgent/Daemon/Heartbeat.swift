@@ -137,25 +137,9 @@ final class Heartbeat: Service, Sendable {
 
     /// `curl -K -`: the URL (and the body of a failure signal) in a config read from stdin.
     static func curl(_ url: HeartbeatURL, signal: Signal, body: String) -> Command {
-        func quoted(_ s: String) -> String {
-            var out = "\""
-            for c in s {
-                switch c {
-                case "\\": out += "\\\\"
-                case "\"": out += "\\\""
-                case "\n": out += "\\n"
-                case "\r": out += "\\r"
-                case "\t": out += "\\t"
-                default: out.append(c)
-                }
-            }
-            return out + "\""
-        }
-        var config = "url = \(quoted(signal == .fail ? url.value + "/fail" : url.value))\n"
-        if signal == .fail { config += "data-raw = \(quoted(String(body.prefix(10_000))))\n" }
-        // -q first: no ~/.curlrc (a --trace or --proxy there could expose the URL).
-        return Command("curl", ["-q", "--silent", "--show-error", "--fail", "--max-time", "10", "--proto", "=https,http", "-K", "-"],
-                       input: Array(config.utf8), timeout: .seconds(15), holdsSecrets: true)
+        var config = CurlConfig(url: signal == .fail ? url.value + "/fail" : url.value)
+        if signal == .fail { config.set("data-raw", String(body.prefix(10_000))) }
+        return config.command(["--fail", "--max-time", "10"], timeout: .seconds(15))
     }
 }
 

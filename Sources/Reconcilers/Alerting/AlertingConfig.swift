@@ -12,7 +12,8 @@ public enum AlertingConfig {
     /// the same way: Alertmanager reads it with `url_file`, so the URL is in no config.
     public static let watchdogSecretName = "nodeagent-heartbeat"
     public static let mountedWatchdogURLPath = "/etc/alertmanager/secrets/\(watchdogSecretName)/url"
-    /// The Alertmanager image when the Watchdog goes to a webhook: the chart's v0.27.0 has
+    /// The Alertmanager image when the Watchdog goes to a webhook: the chart's v0.27.0
+    /// (kube-prometheus-stack 67.4.0, values.yaml `alertmanager.alertmanagerSpec.image.tag`) has
     /// `url_file` (added in v0.26.0) but panics when a `url_file` webhook answers other than 2xx
     /// (prometheus/alertmanager#3798, fixed by #3800 in v0.28.0).
     public static let watchdogAlertmanagerTag = "v0.28.1"

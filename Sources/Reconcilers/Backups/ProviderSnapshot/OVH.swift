@@ -118,18 +118,15 @@ public struct OVHClient: Sendable {
     }
 
     func send(method: String, path: String, body: String?, signed: [(String, String)]?) async throws -> (Int, [UInt8]) {
-        func quoted(_ s: String) -> String {
-            "\"" + s.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"").replacingAll("\n", with: "\\n") + "\""
-        }
-        var config = "url = \(quoted(endpoint + path))\nrequest = \(quoted(method))\n"
-        config += "header = \(quoted("X-Ovh-Application: \(credentials.applicationKey)"))\n"
-        for (name, value) in signed ?? [] { config += "header = \(quoted("\(name): \(value)"))\n" }
+        var config = CurlConfig(url: endpoint + path)
+        config.set("request", method)
+        config.set("header", "X-Ovh-Application: \(credentials.applicationKey)")
+        for (name, value) in signed ?? [] { config.set("header", "\(name): \(value)") }
         if let body {
-            config += "header = \(quoted("Content-Type: application/json"))\ndata-raw = \(quoted(body))\n"
+            config.set("header", "Content-Type: application/json")
+            config.set("data-raw", body)
         }
-        let result = try await commands.run(Command("curl", ["-q", "--silent", "--show-error", "--max-time", "30", "--proto", "=https,http",
-                                                              "--write-out", "\n%{http_code}", "-K", "-"],
-                                                     input: Array(config.utf8), timeout: .seconds(45), holdsSecrets: true))
+        let result = try await commands.run(config.command(["--max-time", "30", "--write-out", "\n%{http_code}"], timeout: .seconds(45)))
         guard result.exitCode == 0 else {
             var why = result.stderr
             for value in credentials.values where value.count >= 4 { why = why.replacingAll(value, with: "[redacted]") }
