@@ -38,7 +38,8 @@ public struct HeartbeatURL: Sendable, Equatable {
 
     /// - Throws: `ReconcileError` (stalled) naming the file, never the URL.
     public init(_ text: String, file: AbsolutePath) throws {
-        let url = text.trimmingCharacters(in: [" ", "\t", "\n", "\r"])
+        let blank: Set<Character> = [" ", "\t", "\n", "\r"]
+        let url = String(text.drop { blank.contains($0) }.reversed().drop { blank.contains($0) }.reversed())
         let lower = url.lowercased()
         guard lower.hasPrefix("https://") || (lower.hasPrefix("http://") && RepoURL.isLoopbackURL(url)),
               !url.contains(where: { $0.isWhitespace || $0 == "\"" || $0 == "\\" || $0.asciiValue.map { $0 < 0x20 } ?? false }) else {
@@ -68,11 +69,5 @@ public struct HeartbeatURL: Sendable, Equatable {
         var host = String(rest.prefix { !"/?#".contains($0) })
         if let at = host.lastIndex(of: "@") { host = String(host[host.index(after: at)...]) }
         return "\(value.prefix { $0 != ":" })://\(host)/…"
-    }
-}
-
-extension String {
-    func trimmingCharacters(in set: Set<Character>) -> String {
-        String(drop { set.contains($0) }.reversed().drop { set.contains($0) }.reversed())
     }
 }
