@@ -10,24 +10,7 @@ source scripts/deps
 source bench/lib.sh
 swift build -c release --static-swift-stdlib --product nodeagent
 bin=$PWD/.build/release/nodeagent
-pg=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-work=$(mktemp -d /tmp/nodeagent-bench.XXXXXX)
-chmod 0755 "$work"
-port=$(( 20000 + RANDOM % 20000 ))
-password="bench-$RANDOM$RANDOM"
-cleanup() {
-  runuser -u postgres -- "$pg/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-echo -n "$password" > "$work/pw"
-chown -R postgres:postgres "$work"
-runuser -u postgres -- "$pg/initdb" -D "$work/data" -U postgres --pwfile="$work/pw" --auth=scram-sha-256 -E UTF8 --no-locale >/dev/null
-runuser -u postgres -- "$pg/pg_ctl" -D "$work/data" -l "$work/log" -w -o "-p $port -k $work -c listen_addresses=127.0.0.1" start >/dev/null
-export PGPASSWORD="$password"
-"$pg/createdb" -h 127.0.0.1 -p "$port" -U postgres app
-"$pg/pgbench" -i -s 20 -q -h 127.0.0.1 -p "$port" -U postgres app 2>/dev/null
-size=$("$pg/psql" -X -A -t -h 127.0.0.1 -p "$port" -U postgres -d app -c "SELECT pg_size_pretty(pg_database_size('app'))")
+bench_pgbench
 root=$work/root
 mkdir -p "$root/etc/nodeagent/secrets"
 install -m 0600 /dev/null "$root/etc/nodeagent/secrets/pg"

@@ -25,3 +25,28 @@ bench_cleanup() {
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$work"
 }
+
+# bench_pgbench: a PostgreSQL server in a temp directory "$work" (removed on exit with the
+# server) holding database `app` filled by `pgbench -i -s 20`; sets "$pg" (its bin directory),
+# "$port", "$password" (also exported as PGPASSWORD) and "$size" (the database's size).
+bench_pgbench() {
+  pg=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  work=$(mktemp -d /tmp/nodeagent-bench.XXXXXX)
+  chmod 0755 "$work"
+  port=$(( 20000 + RANDOM % 20000 ))
+  password="bench-$RANDOM$RANDOM"
+  trap bench_pgbench_cleanup EXIT
+  echo -n "$password" > "$work/pw"
+  chown -R postgres:postgres "$work"
+  runuser -u postgres -- "$pg/initdb" -D "$work/data" -U postgres --pwfile="$work/pw" --auth=scram-sha-256 -E UTF8 --no-locale >/dev/null
+  runuser -u postgres -- "$pg/pg_ctl" -D "$work/data" -l "$work/log" -w -o "-p $port -k $work -c listen_addresses=127.0.0.1" start >/dev/null
+  export PGPASSWORD="$password"
+  "$pg/createdb" -h 127.0.0.1 -p "$port" -U postgres app
+  "$pg/pgbench" -i -s 20 -q -h 127.0.0.1 -p "$port" -U postgres app 2>/dev/null
+  size=$("$pg/psql" -X -A -t -h 127.0.0.1 -p "$port" -U postgres -d app -c "SELECT pg_size_pretty(pg_database_size('app'))")
+}
+
+bench_pgbench_cleanup() {
+  runuser -u postgres -- "$pg/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}

@@ -5,8 +5,8 @@ import YAML
 struct BackupCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "backup",
-        abstract: "PostgreSQL backups now, on demand: run, list, drill, restore (the daemon runs them on their schedules).",
-        subcommands: [BackupRun.self, BackupList.self, BackupDrill.self, BackupRestore.self, BackupSnapshot.self]
+        abstract: "Backups now, on demand: run, list, drill, restore, the off-site copy's check and prune (the daemon runs them on their schedules).",
+        subcommands: [BackupRunCommand.self, BackupList.self, BackupDrill.self, BackupRestore.self, BackupCheck.self, BackupPrune.self, BackupSnapshot.self]
     )
 }
 
@@ -23,8 +23,19 @@ struct BackupOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Directory that stands for / on the node (for tests).", valueName: "DIR"))
     var root: String = "/"
 
+    func platform() throws -> Platform { try StateOptions.load(state: state, root: root) }
+
+    func offsite() throws -> OffsiteBackups {
+        let platform = try platform()
+        guard let offsite = OffsiteBackups(platform: platform, host: Host.node(root: root), log: { Terminal.error($0) }) else {
+            Terminal.error("error: the desired state declares no spec.backups.offsite")
+            throw ExitCode.failure
+        }
+        return offsite
+    }
+
     func backups() throws -> PostgresBackups {
-        let platform = try StateOptions.load(state: state, root: root)
+        let platform = try platform()
         let host = Host.node(root: root)
         guard let backups = PostgresBackups(platform: platform, host: host, cluster: PassOptions(kubeconfig: kubeconfig).cluster(on: host),
                                             log: { Terminal.error($0) }) else {
@@ -59,11 +70,11 @@ struct BackupSnapshot: AsyncParsableCommand {
     }
 }
 
-struct BackupRun: AsyncParsableCommand {
+struct BackupRunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Dump every database now (or one), then the roles; rotate; record the result.",
-        discussion: "Exit status 0 only when every dump succeeded. A failed dump deletes nothing."
+        abstract: "Dump every database now (or one), then the roles; rotate; record; then copy everything off the node (spec.backups.offsite).",
+        discussion: "Exit status 0 only when every dump and the off-site copy succeeded. A failed dump deletes nothing; the off-site copy runs whatever the dumps did."
     )
 
     @OptionGroup var options: BackupOptions
@@ -72,16 +83,31 @@ struct BackupRun: AsyncParsableCommand {
     var db: String?
 
     func run() async throws {
-        let backups = try options.backups()
-        if let db, !backups.spec.databases.map(\.value).contains(db) {
-            Terminal.error("error: --db \(db) is not in spec.backups.postgres.databases (\(backups.spec.databases.map(\.value).joined(separator: ", ")))")
+        let platform = try options.platform()
+        let host = Host.node(root: options.root)
+        guard platform.spec.backups?.postgres != nil || platform.spec.backups?.offsite != nil else {
+            Terminal.error("error: the desired state declares neither spec.backups.postgres nor spec.backups.offsite")
             throw ExitCode.failure
         }
-        let results = try await failing { try await backups.backup(only: db.map { [$0] }) }
-        for (database, r) in results.sorted(by: { $0.key < $1.key }) {
+        if let db {
+            let declared = platform.spec.backups?.postgres?.databases.map(\.value) ?? []
+            guard declared.contains(db) else {
+                Terminal.error("error: --db \(db) is not in spec.backups.postgres.databases (\(declared.joined(separator: ", ")))")
+                throw ExitCode.failure
+            }
+        }
+        let result = try await failing {
+            try await BackupRun.run(platform: platform, host: host, cluster: PassOptions(kubeconfig: options.kubeconfig).cluster(on: host),
+                                    only: db.map { [$0] }, log: { Terminal.error($0) })
+        }
+        for (database, r) in result.databases.sorted(by: { $0.key < $1.key }) {
             print("\(database): \(r.ok ? "ok" : "FAILED \(r.reason)"): \(r.message)")
         }
-        if results.values.contains(where: { !$0.ok }) { throw ExitCode.failure }
+        if let copy = result.offsite?.copy {
+            print("offsite: \(copy.ok ? "ok" : "FAILED \(copy.reason)"): \(TerminalText.sanitised(copy.message))")
+            if copy.ok, let skipped = result.offsite?.skipped, !skipped.isEmpty { print("offsite: skipped: \(skipped.joined(separator: "; "))") }
+        }
+        if !result.ok { throw ExitCode.failure }
     }
 }
 
@@ -93,7 +119,30 @@ struct BackupList: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Output format: text or json.")
     var output: OutputFormat = .text
 
+    @Flag(name: .long, help: "The off-site repository's snapshots of this node instead (spec.backups.offsite).")
+    var offsite = false
+
+    func listOffsite() async throws {
+        let offsite = try options.offsite()
+        let snapshots = try await failing { try await offsite.list() }
+        switch output {
+        case .json:
+            print(JSONValue.array(snapshots.map { s in
+                .object([.init("id", .string(s.id)), .init("taken", .string(s.time.rfc3339)), .init("host", .string(s.hostname)),
+                         .init("holds", .array(s.tagged("holds").map(JSONValue.string))), .init("databases", .array(s.tagged("db").map(JSONValue.string))),
+                         .init("tags", .array(s.tags.map(JSONValue.string)))])
+            }).jsonText)
+        case .text:
+            if snapshots.isEmpty { print("No off-site snapshot of node \(offsite.node) yet."); return }
+            let rows = [["SNAPSHOT", "TAKEN", "HOLDS", "DATABASES"]]
+                + snapshots.map { [$0.shortID, $0.time.rfc3339, $0.tagged("holds").joined(separator: ","), $0.tagged("db").joined(separator: ",")] }
+            let widths = (0..<4).map { i in rows.map { $0[i].count }.max() ?? 0 }
+            for row in rows { print(row.enumerated().map { i, c in i == 3 ? c : c.padding(to: widths[i]) }.joined(separator: "  ")) }
+        }
+    }
+
     func run() async throws {
+        if offsite { return try await listOffsite() }
         let backups = try options.backups()
         var rows: [[String]] = [["DATABASE", "FILE", "SIZE", "TAKEN", "SECONDS", "TABLES", "SHA256"]]
         var json: [JSONValue] = []
@@ -147,12 +196,12 @@ struct BackupRestore: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "restore",
         abstract: "Restore one dump into a database (its checksum is verified first).",
-        discussion: "Refuses a database that exists unless --force, which drops and recreates it."
+        discussion: "--from is a dump as `backup list` shows it, or offsite:DB (the newest off-site dump of DB) or offsite:DB@SNAPSHOT. Refuses a database that exists unless --force, which drops and recreates it."
     )
 
     @OptionGroup var options: BackupOptions
 
-    @Option(name: .long, help: ArgumentHelp("The dump, as `backup list` shows it.", valueName: "FILE"))
+    @Option(name: .long, help: ArgumentHelp("The dump, as `backup list` shows it; or offsite:DB[@SNAPSHOT].", valueName: "FILE"))
     var from: String
 
     @Option(name: .long, help: ArgumentHelp("The database to restore into.", valueName: "DB"))
@@ -163,9 +212,55 @@ struct BackupRestore: AsyncParsableCommand {
 
     func run() async throws {
         let backups = try options.backups()
+        if from.hasPrefix("offsite:") {
+            let ref = from.dropFirst("offsite:".count)
+            let database = String(ref.prefix { $0 != "@" })
+            let snapshot = ref.contains("@") ? String(ref.drop { $0 != "@" }.dropFirst()) : nil
+            guard !database.isEmpty, snapshot.map({ !$0.isEmpty && $0.allSatisfy(\.isHexDigit) }) ?? true else {
+                Terminal.error("error: --from offsite:DB or offsite:DB@SNAPSHOT (a snapshot id from backup list --offsite)")
+                throw ExitCode.failure
+            }
+            let what = try await failing { try await backups.restoreFromOffsite(database, snapshot: snapshot, to: to, replace: force) }
+            print("restored \(what) into \(to)")
+            return
+        }
         try await failing { try await backups.restore(from: from, to: to, replace: force) }
         print("restored \(from) into \(to)")
     }
+}
+
+struct BackupCheck: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Check the off-site repository now (restic check, with check.readDataSubset of the data read back).",
+        discussion: "Exit status 0 only when the repository is sound. The result goes to /status and /metrics like a scheduled check's."
+    )
+
+    @OptionGroup var options: BackupOptions
+
+    func run() async throws {
+        try report("check", (await try options.offsite().check()).check)
+    }
+}
+
+struct BackupPrune: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prune",
+        abstract: "Remove the data of forgotten snapshots from the off-site repository now (restic prune)."
+    )
+
+    @OptionGroup var options: BackupOptions
+
+    func run() async throws {
+        try report("prune", (await try options.offsite().prune()).prune)
+    }
+}
+
+/// Prints an off-site step's outcome (`check: ok: …`); exit status 1 unless it succeeded.
+func report(_ name: String, _ step: OffsiteRecord.Step?) throws {
+    guard let step else { throw ExitCode.failure }
+    print("\(name): \(step.ok ? "ok" : "FAILED \(step.reason)"): \(TerminalText.sanitised(step.message))")
+    if !step.ok { throw ExitCode.failure }
 }
 
 /// Runs a backup step, turning its error into a message and exit status 1.
@@ -176,6 +271,8 @@ func failing<T>(_ body: () async throws -> T) async throws -> T {
         Terminal.error("error: \(error.reason): \(error.message)")
     } catch let error as ReconcileError {
         Terminal.error("error: \(error.reason): \(error.message)")
+    } catch let error as OffsiteError {
+        Terminal.error("error: \(error.reason): \(TerminalText.sanitised(error.message))")
     } catch {
         Terminal.error("error: \(error)")
     }

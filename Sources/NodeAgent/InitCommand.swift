@@ -49,6 +49,9 @@ struct InitCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Overwrite existing files.")
     var force = false
 
+    @Flag(name: .long, help: "Write `recover: offsite` into the agent config: a VPS booted from this user-data restores the node from spec.backups.offsite when it has no state of its own.")
+    var recoverOffsite = false
+
     func run() async throws {
         let peers = try peer.enumerated().map { i, spec -> String in
             let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
@@ -97,7 +100,7 @@ struct InitCommand: AsyncParsableCommand {
             intervals: {poll: 60s, drift: 5m}
             stateDirectory: /var/lib/nodeagent
             kubeconfig: /etc/rancher/k3s/k3s.yaml
-
+            \(recoverOffsite ? "recover: offsite\n" : "")
             """
         // The agent config is checked as the node will read it: a token in the URL, a ref that
         // is not a ref, a quote or a newline are refused here, not on the VPS.
@@ -111,7 +114,8 @@ struct InitCommand: AsyncParsableCommand {
         let files = RootedFileSystem()
         let directory = WorkingDirectory.absolute(output)
         let outputs = [("platform.yaml", platform), ("agent.yaml", agent),
-                       ("user-data.yaml", InstallFiles.userData(repo: repo, ref: ref, binaryURL: binaryURL, sha256: binarySha256))]
+                       ("user-data.yaml", InstallFiles.userData(repo: repo, ref: ref, binaryURL: binaryURL, sha256: binarySha256,
+                                                                 recoverOffsite: recoverOffsite))]
         for (file, _) in outputs where !force {
             if try files.read("\(directory)/\(file)") != nil { throw ValidationError("\(directory)/\(file) exists; use --force to overwrite") }
         }

@@ -31,10 +31,13 @@ ProtectSystem=strict
 # Directories it writes into that a fresh VPS lacks: made before the sandbox is set up (a
 # ReadWritePaths= entry that does not exist at start would stay read-only).
 ExecStartPre=+/usr/bin/install -d -m 0700 /var/backups/nodeagent /var/lib/nodeagent /root/.ssh
-ExecStartPre=+/usr/bin/install -d -m 0755 /etc/rancher
+ExecStartPre=+/usr/bin/install -d -m 0755 /etc/rancher /var/lib/rancher
 # "-": paths that may not exist yet (no backups, no K3s, no SSH user keys on a fresh VPS).
 ReadWritePaths=/etc/nodeagent /var/lib/nodeagent /etc/sysctl.d /usr/local/bin /etc/systemd/system /run
 ReadWritePaths=-/var/backups/nodeagent -/etc/wireguard -/etc/ssh/sshd_config.d -/root/.ssh -/home -/etc/rancher
+# K3s's datastore and token: read for the off-site copy (sqlite3 writes the WAL's index beside
+# it), written by a recovery from it.
+ReadWritePaths=-/var/lib/rancher
 PrivateTmp=yes
 NoNewPrivileges=yes
 ProtectClock=yes
@@ -70,14 +73,14 @@ WantedBy=multi-user.target
 
     /// The user-data for one node. The placeholders stay when a value is not given.
     static func userData(repo: String = "REPLACE_ME_REPOSITORY_URL", ref: String = "main",
-                         binaryURL: String = "REPLACE_ME_BINARY_URL", sha256: String = "REPLACE_ME_SHA256") -> String {
+                         binaryURL: String = "REPLACE_ME_BINARY_URL", sha256: String = "REPLACE_ME_SHA256", recoverOffsite: Bool = false) -> String {
         let indentedUnit = unit.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
             .map { $0.isEmpty ? "" : "      " + $0 }.joined(separator: "\n") + "\n"
-        return head(repo: repo, ref: ref) + "  - path: /etc/systemd/system/nodeagent.service\n    permissions: \"0644\"\n    content: |\n"
+        return head(repo: repo, ref: ref, recoverOffsite: recoverOffsite) + "  - path: /etc/systemd/system/nodeagent.service\n    permissions: \"0644\"\n    content: |\n"
             + indentedUnit + runcmd(binaryURL: binaryURL, sha256: sha256)
     }
 
-    private static func head(repo: String, ref: String) -> String {
+    private static func head(repo: String, ref: String, recoverOffsite: Bool) -> String {
         "" + """
 #cloud-config
 # Installs nodeagent on a fresh Debian 12 VPS: packages, the binary (checksummed), the agent
@@ -98,6 +101,8 @@ packages:
   - libpq5
   - postgresql-client
   - qrencode
+  - restic
+  - sqlite3
 write_files:
   - path: /etc/nodeagent/agent.yaml
     permissions: "0600"
@@ -111,7 +116,7 @@ write_files:
       intervals: {poll: 60s, drift: 5m}
       stateDirectory: /var/lib/nodeagent
       kubeconfig: /etc/rancher/k3s/k3s.yaml
-""" + "\n"
+""" + (recoverOffsite ? "\n      # A replacement VPS restores the node from spec.backups.offsite before its first pass.\n      recover: offsite" : "") + "\n"
     }
 
     /// The download line, every value single-quoted for sh (a presigned URL's `&` stays

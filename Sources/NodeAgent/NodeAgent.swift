@@ -15,7 +15,7 @@ struct NodeAgent: AsyncParsableCommand {
             Exit codes: 0 success (plan: nothing to do), 1 error or invalid input, 2 plan: changes pending.
             """,
         version: NodeAgent.version,
-        subcommands: [InitCommand.self, Validate.self, Plan.self, Apply.self, Render.self, BackupCommand.self, AlertsCommand.self, Run.self, StatusCommand.self, Confirm.self, SourceCommand.self, WireGuardCommand.self, KubeCommand.self, K3sCommand.self, Version.self]
+        subcommands: [InitCommand.self, Validate.self, Plan.self, Apply.self, Render.self, BackupCommand.self, RecoverCommand.self, AlertsCommand.self, Run.self, StatusCommand.self, Confirm.self, SourceCommand.self, WireGuardCommand.self, KubeCommand.self, K3sCommand.self, Version.self]
     )
 
     /// Like ArgumentParser's, except that a usage error exits 1, not 64: every command

@@ -29,6 +29,7 @@ struct AlertingTests {
                   databases: [app]
                   schedule: "0 3 * * *"
                   restoreDrill: {schedule: "0 4 * * 0"}
+                offsite: {repository: /mnt/offsite, passwordFile: /etc/nodeagent/secrets/restic-password}
               status: {listen: "10.8.0.1:9430"}
             """
         return try DesiredStateLoader.load(Array(text.utf8), file: "platform.yaml")
@@ -109,6 +110,13 @@ struct AlertingTests {
         Case(alert: "NodeagentRestoreDrillTooOld", firing: [("nodeagent_restore_drill_last_success_timestamp_seconds", "0x200")],
              healthy: [("nodeagent_restore_drill_last_success_timestamp_seconds", "0x100 600000x100")],
              at: "194h", labels: ["severity": "warning"], interval: "1h"),
+        // Copies after the daily backups: older than 25 h is overdue.
+        Case(alert: "NodeagentOffsiteBackupTooOld", firing: [("nodeagent_offsite_last_success_timestamp_seconds", "0x1800")],
+             healthy: [("nodeagent_offsite_last_success_timestamp_seconds", "0x1400 86400x400")], at: "27h", labels: ["severity": "critical"]),
+        Case(alert: "NodeagentOffsiteCopyFailing", firing: [("nodeagent_offsite_last_result_ok", "0x20")],
+             healthy: [("nodeagent_offsite_last_result_ok", "1x20")], at: "15m", labels: ["severity": "warning"]),
+        Case(alert: "NodeagentOffsiteCheckFailed", firing: [("nodeagent_offsite_check_ok", "0x10")],
+             healthy: [("nodeagent_offsite_check_ok", "1x10")], at: "5m", labels: ["severity": "critical"]),
         Case(alert: "NodeagentRestoreDrillFailed", firing: [("nodeagent_restore_drill_last_result_ok", "0x10")],
              healthy: [("nodeagent_restore_drill_last_result_ok", "1x10")], at: "5m", labels: ["severity": "critical"]),
     ]

@@ -131,11 +131,12 @@ struct TestLoop {
     let status: AgentStatus
     let metrics: AgentMetrics
 
-    init(state: String, engine: Engine, host: Reconcilers.Host) {
+    init(state: String, engine: Engine, host: Reconcilers.Host, recoverFromOffsite: Bool = false) {
         status = AgentStatus(clock: host.clock)
         metrics = AgentMetrics()
         loop = ReconcileLoop(source: .file(state), engine: engine, host: host, status: status, metrics: metrics,
-                             poll: TimeSpan(milliseconds: 60_000), drift: TimeSpan(milliseconds: 300_000), logger: Logger(label: "test"))
+                             poll: TimeSpan(milliseconds: 60_000), drift: TimeSpan(milliseconds: 300_000), logger: Logger(label: "test"),
+                             recoverFromOffsite: recoverFromOffsite)
     }
 
     /// With the heartbeat's pinger running beside it (cancelled with the returned task).

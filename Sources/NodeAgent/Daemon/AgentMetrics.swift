@@ -58,6 +58,28 @@ final class AgentMetrics: Sendable {
         }
     }
 
+    /// The off-site copy, check and prune as the record says.
+    func offsite(_ record: OffsiteRecord) {
+        func gauge(_ name: String, _ unit: String, _ help: String, _ value: Double) {
+            registry.makeGauge(descriptor: .init(namespace: "nodeagent", metricName: name, unitName: unit, helpText: help)).set(to: value)
+        }
+        func seconds(_ t: Timestamp) -> Double { Double(t.millisecondsSinceEpoch) / 1000 }
+        if let copy = record.copy {
+            gauge("offsite_last_result_ok", "", "1 when the last off-site copy succeeded.", copy.ok ? 1 : 0)
+            if let t = copy.lastSuccess { gauge("offsite_last_success", "timestamp_seconds", "When the newest off-site snapshot was made.", seconds(t)) }
+        }
+        if let added = record.addedBytes {
+            gauge("offsite_last_added", "bytes", "Bytes the last good off-site copy added to the repository (after deduplication).", Double(added))
+        }
+        if let check = record.check {
+            gauge("offsite_check_ok", "", "1 when the last restic check of the off-site repository found it sound.", check.ok ? 1 : 0)
+            gauge("offsite_check_last_run", "timestamp_seconds", "When restic last checked the off-site repository.", seconds(check.at))
+        }
+        if let prune = record.prune {
+            gauge("offsite_prune_ok", "", "1 when the last restic prune of the off-site repository succeeded.", prune.ok ? 1 : 0)
+        }
+    }
+
     /// One heartbeat ping attempt; `at` when it got through.
     func heartbeat(ok: Bool, at time: Timestamp?) {
         registry.makeCounter(descriptor: .init(namespace: "nodeagent", metricName: "heartbeat_pings", unitName: "total",

@@ -61,6 +61,15 @@ actor AgentStatus {
 
     func providerSnapshot(_ record: ProviderSnapshotRecord?) { providerSnapshotRecord = record }
 
+    private(set) var offsiteRecord: (record: OffsiteRecord, repository: String)?
+    private(set) var recoveryRecord: RecoveryRecord?
+
+    /// The off-site copy (nil when not declared) and the recovery this node went through.
+    func offsite(_ offsite: (OffsiteRecord, String)?, recovery: RecoveryRecord?) {
+        offsiteRecord = offsite
+        recoveryRecord = recovery
+    }
+
     /// The reconcilers whose last condition is Failed or Stalled (or that wait on a person).
     func failing() -> [(name: String, condition: Condition)] {
         order.compactMap { name in
@@ -167,6 +176,8 @@ actor AgentStatus {
                             .init("ok", .bool(r.ok)), .init("id", r.id.map(JSONValue.string) ?? .null), .init("reason", .string(r.reason)),
                             .init("message", .string(r.message))])
         } ?? .null
+        let offsite: JSONValue = offsiteRecord.map { $0.record.statusJSON(now: clock.now(), repository: $0.repository) } ?? .null
+        let recovery: JSONValue = recoveryRecord?.json ?? .null
         let needsHuman = JSONValue.array(order.filter { conditions[$0]?.verdict.needsHuman == true }.map(JSONValue.string))
         let verdict: JSONValue = lastPassVerdict.map { .string($0.rawValue) } ?? .null
         return .object([
@@ -178,6 +189,8 @@ actor AgentStatus {
             "needsHuman": needsHuman,
             "heartbeat": heartbeat,
             "providerSnapshot": snapshot,
+            "offsite": offsite,
+            "recovery": recovery,
             "lastPass": time(lastPassAt),
             "passes": .int(passes),
             "wireguard": .object(["publicKey": wireguardPublicKey.map(JSONValue.string) ?? .null]),

@@ -17,6 +17,7 @@ struct BackupScheduler: Service {
     func run() async throws {
         metrics.backups(BackupState.load(host.files))
         if let record = ProviderSnapshotRecord.load(host.files) { metrics.providerSnapshot(record) }
+        metrics.offsite(OffsiteRecord.load(host.files))
         // On SIGTERM the loop is cancelled: a job in progress stops at its next await (a
         // dump's partial file is removed by the next run), the daemon exits.
         await cancelWhenGracefulShutdown { await self.schedule() }
@@ -26,6 +27,7 @@ struct BackupScheduler: Service {
         // The last starts as this process saw them: if the state file cannot be written (a full
         // disk), a failing job is still not repeated every minute.
         var lastBackup: Timestamp?, lastDrill: Timestamp?, lastSnapshot: Timestamp?
+        var lastCopy: Timestamp?, lastCheck: Timestamp?, lastPrune: Timestamp?
         while !Task.isCancelled {
             guard loop.platform() != nil else {
                 // Before the first pass has a desired state.
@@ -40,7 +42,11 @@ struct BackupScheduler: Service {
                 let spec = backups.spec
                 schedules.append(spec.schedule)
                 var state = BackupState.load(host.files)
-                if BackupSchedule.isDue(spec.schedule, lastRun: [state.lastBackupRun, lastBackup].compactMap { $0 }.max(), now: now) {
+                // A node that never copied off-site (a new node, or one just recovered, once its
+                // databases are back) runs a backup at once: it protects itself from day one.
+                let neverCopied = backups.offsite != nil && OffsiteRecord.load(host.files).copy == nil
+                    && (RecoveryRecord.load(host.files)?.pendingDatabases.isEmpty ?? true) && lastBackup == nil
+                if neverCopied || BackupSchedule.isDue(spec.schedule, lastRun: [state.lastBackupRun, lastBackup].compactMap { $0 }.max(), now: now) {
                     lastBackup = now
                     logger.info("backup: starting", metadata: ["schedule": "\(spec.schedule)"])
                     do {
@@ -50,7 +56,13 @@ struct BackupScheduler: Service {
                     }
                     state = BackupState.load(host.files)
                     metrics.backups(state)
+                    // Every run ends off the node.
+                    if let offsite = backups.offsite { metrics.offsite(await offsite.copy()) }
+                    // The conditions changed: the loop need not wait for its next timer.
+                    loop.trigger()
                 }
+                // A recovered node's databases, once their server answers.
+                if let record = await backups.restorePendingDatabases(), record.pendingDatabases.isEmpty { loop.trigger() }
                 if let drill = spec.restoreDrill, drill.enabled {
                     schedules.append(drill.schedule)
                     // A drill needs a good dump: before the first one exists it waits.
@@ -66,6 +78,32 @@ struct BackupScheduler: Service {
                         metrics.backups(BackupState.load(host.files))
                     }
                 }
+            }
+            if let platform = loop.platform(), let offsite = OffsiteBackups(platform: platform, host: host, log: { [logger] in logger.info("\($0)") }) {
+                var record = OffsiteRecord.load(host.files)
+                if platform.spec.backups?.postgres == nil {
+                    let schedule = offsite.spec.schedule ?? OffsiteSpec.defaultSchedule
+                    schedules.append(schedule)
+                    if BackupSchedule.isDue(schedule, lastRun: [record.copy?.at, lastCopy].compactMap { $0 }.max(), now: host.clock.now()) {
+                        lastCopy = host.clock.now()
+                        record = await offsite.copy()
+                    }
+                }
+                // Check and prune a repository that holds something, on their schedules (the
+                // first ones at the first firing after the first copy).
+                if let first = record.copy?.lastSuccess {
+                    schedules += [offsite.spec.check.schedule, offsite.spec.prune]
+                    if BackupSchedule.isDue(offsite.spec.prune, lastRun: [record.prune?.at ?? first, lastPrune].compactMap { $0 }.max(), now: host.clock.now()) {
+                        lastPrune = host.clock.now()
+                        record = await offsite.prune()
+                    }
+                    if BackupSchedule.isDue(offsite.spec.check.schedule, lastRun: [record.check?.at ?? first, lastCheck].compactMap { $0 }.max(),
+                                            now: host.clock.now()) {
+                        lastCheck = host.clock.now()
+                        record = await offsite.check()
+                    }
+                }
+                metrics.offsite(record)
             }
             if let platform = loop.platform(), let snapshot = platform.spec.backups?.providerSnapshot, let schedule = snapshot.schedule {
                 schedules.append(schedule)

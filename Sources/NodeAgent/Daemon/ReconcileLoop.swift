@@ -55,9 +55,15 @@ final class ReconcileLoop: Service, Sendable {
     /// what a pass falls back to when the source refuses, so the node never goes backwards.
     static let acceptedFile = "/var/lib/nodeagent/accepted/platform.yaml"
 
-    init(source: Source, engine: Engine, host: Host, status: AgentStatus, metrics: AgentMetrics, poll: TimeSpan, drift: TimeSpan, logger: Logger) {
+    /// agent.yaml's `recover: offsite`: before the first pass, a node without state restores
+    /// itself from the off-site copy (once: `RecoveryRecord` settles it).
+    let recoverFromOffsite: Bool
+
+    init(source: Source, engine: Engine, host: Host, status: AgentStatus, metrics: AgentMetrics, poll: TimeSpan, drift: TimeSpan, logger: Logger,
+         recoverFromOffsite: Bool = false) {
         (self.source, self.engine, self.host, self.status, self.metrics, self.poll, self.drift, self.logger) =
             (source, engine, host, status, metrics, poll, drift, logger)
+        self.recoverFromOffsite = recoverFromOffsite
         (triggers, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         (firstPassDone, firstPassContinuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
@@ -150,6 +156,8 @@ final class ReconcileLoop: Service, Sendable {
             lastRevision.withLock { $0 = revision.commit }
             backoff.withLock { $0.reset() }   // a new revision deserves a fresh try everywhere
         }
+        // A replacement node takes its identity back before WireGuard and K3s come up.
+        if recoverFromOffsite, !(await recoverIfNeeded(platform)) { return }
         let now = host.clock.now()
         // Reconcilers in their backoff sit this pass out; the engine blocks what depends on them.
         let result = await engine.apply(platform, resting: backoff.withLock { $0.resting(at: now) })
@@ -170,6 +178,9 @@ final class ReconcileLoop: Service, Sendable {
         } else {
             await status.providerSnapshot(nil)
         }
+        await status.offsite(platform.spec.backups?.offsite.map { (OffsiteRecord.load(host.files), $0.repository) },
+                             recovery: RecoveryRecord.load(host.files))
+        if platform.spec.backups?.offsite != nil { metrics.offsite(OffsiteRecord.load(host.files)) }
         passStarted.withLock { $0 = nil }
         afterPassHook.withLock { $0 }?()
         logger.info("pass", metadata: ["converged": "\(converged)", "revision": "\(revision?.commit.prefix(12) ?? "last applied")"])
@@ -182,6 +193,41 @@ final class ReconcileLoop: Service, Sendable {
             } catch {
                 await status.record(event: "could not record the applied revision: \(error)")
             }
+        }
+    }
+
+    /// Settles `recover: offsite` once: restores the node from the off-site copy when it has no
+    /// state of its own, or records why not (no repository declared, nothing in it, the node
+    /// has state). - Returns: false when the pass must wait (the repository did not answer, a
+    /// wrong key): a replacement node must not come up with a new identity.
+    func recoverIfNeeded(_ platform: Platform) async -> Bool {
+        if RecoveryRecord.load(host.files) != nil { return true }
+        let logger = self.logger
+        let now = host.clock.now()
+        guard let offsite = OffsiteBackups(platform: platform, host: host, log: { logger.info("\($0)") }) else {
+            try? RecoveryRecord(at: now, outcome: .nothing, snapshot: nil,
+                                steps: ["nothing to recover: the desired state declares no spec.backups.offsite"]).save(host.files)
+            logger.notice("recover: the desired state declares no spec.backups.offsite: nothing to recover")
+            return true
+        }
+        do {
+            let record = try await NodeRecovery(offsite: offsite).recover(force: false) { logger.notice("recover: \($0)") }
+            await status.record(event: "recovery from off-site: \(record.outcome.rawValue)\(record.snapshot.map { " (snapshot \($0))" } ?? "")")
+            if record.outcome == .recovered, let commit = try? host.files.read(Self.appliedCommitFile),
+               let bytes = try? host.files.read(Self.appliedFile), let last = try? DesiredStateLoader.load(bytes, file: Self.appliedFile) {
+                await status.applied(commit: String(decoding: commit, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? "", name: last.name.value)
+            }
+            return true
+        } catch let error as OffsiteError where error.reason == "NodeHasState" {
+            try? RecoveryRecord(at: now, outcome: .skipped, snapshot: nil, steps: ["not recovered: \(error.message)"]).save(host.files)
+            logger.notice("recover: \(error.message)")
+            return true
+        } catch {
+            let e = OffsiteBackups.offsiteError(error)
+            logger.error("recover: the off-site copy could not be restored; the first pass waits and it is tried again",
+                         metadata: ["reason": "\(e.reason)", "message": "\(e.message)"])
+            await status.record(event: "recovery from off-site failed (\(e.reason)): \(e.message); the first pass waits, tried again at the next poll")
+            return false
         }
     }
 

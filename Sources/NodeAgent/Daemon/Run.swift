@@ -34,6 +34,9 @@ struct Run: AsyncParsableCommand {
                                             valueName: "DURATION"))
     var revertAfter = "60s"
 
+    @Flag(name: .long, help: "With --state: recover a node without state from spec.backups.offsite before the first pass (agent.yaml's recover: offsite).")
+    var recoverOffsite = false
+
     func run() async throws {
         // SIGHUP asks for a pass; until the loop listens for it (after the first pass), it must
         // not end the process, which is SIGHUP's default.
@@ -43,6 +46,7 @@ struct Run: AsyncParsableCommand {
         let source: ReconcileLoop.Source
         var pollInterval = try TimeSpan(parsing: poll), drift = TimeSpan(milliseconds: 300_000)
         var kubeconfig: String?
+        var recover = recoverOffsite
         let host: Host
         if let state {
             host = Host.node(root: root)
@@ -62,6 +66,7 @@ struct Run: AsyncParsableCommand {
             }
             (pollInterval, drift) = (agent.poll, agent.drift)
             if agent.kubeconfig.value != PassOptions.defaultKubeconfig { kubeconfig = agent.kubeconfig.value }
+            recover = recover || agent.recover == .offsite
         }
         let status = AgentStatus(clock: host.clock)
         if let commit = try? host.files.read(ReconcileLoop.appliedCommitFile),
@@ -74,7 +79,7 @@ struct Run: AsyncParsableCommand {
         let options = PassOptions(firewall: .init(revertAfter: max(revert, TimeSpan(milliseconds: 1000))), kubeconfig: kubeconfig,
                                   log: { progressLogger.info("\($0)") })
         let loop = ReconcileLoop(source: source, engine: try Engine(BuiltInReconcilers.all(on: host, options: options)), host: host, status: status,
-                                 metrics: metrics, poll: pollInterval, drift: drift, logger: logger)
+                                 metrics: metrics, poll: pollInterval, drift: drift, logger: logger, recoverFromOffsite: recover)
         // The status server binds after the first pass: the WireGuard address it binds to is
         // created by that pass. Listed first, it also stops last.
         let serverLogger = logger

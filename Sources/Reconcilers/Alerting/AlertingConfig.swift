@@ -214,6 +214,21 @@ public enum AlertingConfig {
                 ]
             }
         }
+        if let offsite = platform.spec.backups?.offsite {
+            let schedule = platform.spec.backups?.postgres?.schedule ?? offsite.schedule ?? OffsiteSpec.defaultSchedule
+            let gap = maxGapSeconds(schedule) + 3600
+            rules += [
+                rule("NodeagentOffsiteBackupTooOld", "time() - nodeagent_offsite_last_success_timestamp_seconds > \(gap)", for: "10m", "critical",
+                     "The newest off-site copy of the node is older than its schedule allows",
+                     "The schedule \(schedule) (UTC) should have copied the node off-site again: if the VPS is lost now, more is lost with it. nodeagent backup list --offsite; nodeagent status."),
+                rule("NodeagentOffsiteCopyFailing", "nodeagent_offsite_last_result_ok == 0", for: "10m", "warning",
+                     "The last off-site copy failed",
+                     "The repository did not take the copy (unreachable, wrong key, full, host key changed): the reason is in nodeagent status (offsite)."),
+                rule("NodeagentOffsiteCheckFailed", "nodeagent_offsite_check_ok == 0", for: "1m", "critical",
+                     "restic check found the off-site repository damaged",
+                     "The copy that must survive the node may not restore: run nodeagent backup check, then restic repair or a new repository (docs/operations.md)."),
+            ]
+        }
         return .array([.object(["name": .string("nodeagent"), "rules": .array(rules)])])
     }
 

@@ -4,12 +4,17 @@
 /// (`BackupScheduler`) or on demand (`nodeagent backup …`).
 public struct BackupsReconciler: Reconciler {
     public struct Desired: Sendable, Equatable {
-        public var spec: PostgresBackup
+        public var spec: PostgresBackup?
+        public var offsite: OffsiteSpec?
+
+        public init(spec: PostgresBackup?, offsite: OffsiteSpec?) { (self.spec, self.offsite) = (spec, offsite) }
     }
 
     public struct Observed: Sendable {
         var directoryExists: Bool
         var state: BackupState
+        var offsite: OffsiteRecord
+        var recovery: RecoveryRecord?
         var now: Timestamp
     }
 
@@ -17,7 +22,7 @@ public struct BackupsReconciler: Reconciler {
     /// After helm (the in-cluster database), but it checks its own prerequisites.
     public static let dependencies: [ReconcilerName] = [.helm]
     public static let proceedsWhileDependenciesProgress = true
-    public var owns: [OwnedResource] { [.file(BackupState.path)] }
+    public var owns: [OwnedResource] { [.file(BackupState.path), .file(OffsiteRecord.path)] }
 
     let host: Host
 
@@ -26,17 +31,19 @@ public struct BackupsReconciler: Reconciler {
     }
 
     public func desired(from platform: Platform) -> Desired? {
-        platform.spec.backups?.postgres.map { Desired(spec: $0) }
+        let backups = platform.spec.backups
+        guard backups?.postgres != nil || backups?.offsite != nil else { return nil }
+        return Desired(spec: backups?.postgres, offsite: backups?.offsite)
     }
 
     public func observe(_ desired: Desired) async throws -> Observed {
-        Observed(directoryExists: try host.files.mode(desired.spec.directory.value) != nil, state: BackupState.load(host.files),
-                 now: host.clock.now())
+        Observed(directoryExists: try desired.spec.map { try host.files.mode($0.directory.value) != nil } ?? true, state: BackupState.load(host.files),
+                 offsite: OffsiteRecord.load(host.files), recovery: RecoveryRecord.load(host.files), now: host.clock.now())
     }
 
     public func plan(_ desired: Desired, _ observed: Observed) throws -> [Change] {
-        guard !observed.directoryExists else { return [] }
-        return [Change(.create, "directory \(desired.spec.directory)", detail: "(mode 0700, for the dumps)", operation: .makeDirectory(path: desired.spec.directory.value, mode: 0o700))]
+        guard !observed.directoryExists, let spec = desired.spec else { return [] }
+        return [Change(.create, "directory \(spec.directory)", detail: "(mode 0700, for the dumps)", operation: .makeDirectory(path: spec.directory.value, mode: 0o700))]
     }
 
     public func apply(_ changes: [Change], desired: Desired) async throws {
@@ -44,12 +51,53 @@ public struct BackupsReconciler: Reconciler {
     }
 
     public func verify(_ desired: Desired) async throws -> Condition {
-        Self.condition(desired.spec, BackupState.load(host.files), now: host.clock.now())
+        Self.condition(desired, BackupState.load(host.files), OffsiteRecord.load(host.files), RecoveryRecord.load(host.files), now: host.clock.now())
     }
 
     public func converged(_ desired: Desired, _ observed: Observed) -> Condition {
-        Self.condition(desired.spec, observed.state, now: observed.now)
+        Self.condition(desired, observed.state, observed.offsite, observed.recovery, now: observed.now)
     }
+
+    /// The dumps' condition, then the off-site copy's: a recovery still restoring databases
+    /// is Progressing; a failed, overdue or unchecked copy is Failed (Stalled when a person
+    /// must change a file: a wrong key, a refused login, a host key that changed).
+    public static func condition(_ desired: Desired, _ state: BackupState, _ offsite: OffsiteRecord, _ recovery: RecoveryRecord?,
+                                 now: Timestamp) -> Condition {
+        var notes: [String] = []
+        if let spec = desired.spec {
+            let c = condition(spec, state, now: now)
+            guard c.status == .ready else { return c }
+            if !c.message.isEmpty { notes.append(c.message) }
+        }
+        if let recovery, !recovery.pendingDatabases.isEmpty {
+            return Condition(.progressing, reason: "RecoveringDatabases",
+                             message: "recovered from off-site snapshot \(recovery.snapshot ?? "?"); databases \(recovery.pendingDatabases.joined(separator: ", ")) "
+                                 + "not restored yet\(recovery.databaseMessage.map { ": \($0)" } ?? "")")
+        }
+        if let spec = desired.offsite {
+            guard let copy = offsite.copy else {
+                return Condition(.progressing, reason: "NoOffsiteCopyYet", message: "nothing copied off the node yet (the next backup run does)")
+            }
+            if !copy.ok {
+                let good = copy.lastSuccess.map { "; last good copy at \($0.rfc3339)" } ?? "; no good copy yet"
+                return Condition(stalledReasons.contains(copy.reason) || copy.reason.hasPrefix("SecretFile") ? .stalled : .failed,
+                                 reason: "Offsite\(copy.reason)", message: "off-site copy: \(copy.message)\(good)")
+            }
+            let schedule = desired.spec?.schedule ?? spec.schedule ?? OffsiteSpec.defaultSchedule
+            if let last = copy.lastSuccess, let due = schedule.next(after: last).flatMap({ schedule.next(after: $0) }),
+               now > due.adding(TimeSpan(milliseconds: 3_600_000)) {
+                return Condition(.failed, reason: "OffsiteOverdue", message: "the newest off-site copy is from \(last.rfc3339); the schedule \(schedule) wanted newer ones")
+            }
+            if let check = offsite.check, !check.ok {
+                return Condition(.failed, reason: "OffsiteCheckFailed", message: "restic check at \(check.at.rfc3339): \(check.message)")
+            }
+            notes.append("off-site snapshot \(offsite.snapshot ?? "?") at \(copy.at.rfc3339)")
+        }
+        return .ready(notes.joined(separator: "; "))
+    }
+
+    /// Off-site failures that waiting cannot mend.
+    static let stalledReasons: Set<String> = ["WrongPassword", "HostKeyMismatch", "LoginRefused", "EnvironmentFileInvalid", "NodeHasState"]
 
     /// Failed when a database's last backup failed, when a scheduled run was missed by more
     /// than one period, or when the last drill failed; Progressing before the first backup.

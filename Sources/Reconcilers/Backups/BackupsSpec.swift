@@ -4,12 +4,23 @@ import Foundation
 public struct BackupsSpec: Sendable, Equatable, YAMLDecodable {
     public var postgres: PostgresBackup?
     public var providerSnapshot: ProviderSnapshotSpec?
+    public var offsite: OffsiteSpec?
 
     public init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
-        let r = try MappingReader(node, path: path, context: context, keys: ["postgres", "providerSnapshot"])
+        let r = try MappingReader(node, path: path, context: context, keys: ["postgres", "providerSnapshot", "offsite"])
         postgres = try r.optional("postgres")
         providerSnapshot = try r.optional("providerSnapshot")
+        offsite = try r.optional("offsite")
         try r.finish()
+        if postgres?.restoreDrill?.from == .offsite, offsite == nil {
+            let at = path + "postgres" + "restoreDrill" + "from"
+            throw context.fail(.conflict, "a drill from offsite needs backups.offsite (the repository it restores from)", at: context.mark(for: at), path: at)
+        }
+        if offsite?.schedule != nil, postgres != nil {
+            let at = path + "offsite" + "schedule"
+            throw context.fail(.conflict, "offsite.schedule is for a node without backups.postgres: with it, every backup run ends with the off-site copy",
+                               at: context.mark(for: at), path: at)
+        }
     }
 }
 
@@ -39,13 +50,19 @@ public struct PostgresBackup: Sendable, Equatable, YAMLDecodable {
     }
 
     public struct Drill: Sendable, Equatable, YAMLDecodable {
+        /// Which copy the drill restores: the dumps on the node, or the off-site copy (the one
+        /// that survives the node).
+        public enum Source: String, Sendable, CaseIterable, YAMLEnum { case local, offsite }
+
         public var schedule: CronSchedule
         public var enabled: Bool
+        public var from: Source
 
         public init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
-            let r = try MappingReader(node, path: path, context: context, keys: ["schedule", "enabled"])
+            let r = try MappingReader(node, path: path, context: context, keys: ["schedule", "enabled", "from"])
             schedule = try r.required("schedule")
             enabled = try r.optional("enabled") ?? true
+            from = try r.optional("from") ?? .local
             try r.finish()
         }
     }

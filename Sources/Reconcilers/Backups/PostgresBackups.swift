@@ -15,6 +15,8 @@ public struct PostgresBackups: Sendable {
     /// A CloudNativePG `cluster` chart release: the name of its Cluster (and so of its
     /// `NAME-rw` Service and `NAME-superuser` / `NAME-app` Secrets).
     public let cnpgCluster: String?
+    /// The off-site copy (`spec.backups.offsite`), for drills from it.
+    public var offsite: OffsiteBackups?
     let host: Host
     let cluster: ClusterAccess?
     let log: @Sendable (String) -> Void
@@ -34,6 +36,7 @@ public struct PostgresBackups: Sendable {
         let release = spec.release.flatMap { r in platform.spec.helmReleases?.first { $0.name == r } }
         self.init(spec: spec, releaseNamespace: release?.namespace.value, cnpgCluster: release.flatMap(Self.cnpgClusterName),
                   host: host, cluster: cluster, log: log)
+        offsite = OffsiteBackups(platform: platform, host: host, log: log)
     }
 
     /// The Cluster a CloudNativePG `cluster` chart release makes (cloudnative-pg/charts,
@@ -308,9 +311,8 @@ public struct PostgresBackups: Sendable {
             let target = try await self.target()
             for database in spec.databases.map(\.value) {
                 do {
-                    guard let newest = try store.list(database).last else {
-                        throw PostgresError(reason: "NoBackup", message: "\(database): no complete dump to restore")
-                    }
+                    let newest = try await drillDump(database)
+                    defer { offsite?.cleanUp() }
                     let scratch = Self.scratchName(database)
                     let counted: Result<[BackupManifest.Table], any Error>
                     do {
@@ -329,7 +331,8 @@ public struct PostgresBackups: Sendable {
                         throw PostgresError(reason: "ScratchNotDropped", message: "\(database): the scratch database \(scratch) could not be dropped: \(error); drop it by hand")
                     }
                     try Self.compare(newest.manifest, try counted.get())
-                    verified.append("\(database) (\(newest.manifest.file), \(newest.manifest.tables.count) tables)")
+                    let origin = spec.restoreDrill?.from == .offsite ? ", from off-site" : ""
+                    verified.append("\(database) (\(newest.manifest.file)\(origin), \(newest.manifest.tables.count) tables)")
                 } catch {
                     let (reason, message) = Self.describe(error)
                     failures.append((reason, message))
@@ -349,6 +352,36 @@ public struct PostgresBackups: Sendable {
         try state.save(host.files)
         log("restore drill: \(result.ok ? "verified" : "FAILED (\(result.reason))"): \(result.message)")
         return result
+    }
+
+    /// The dump a drill restores: the newest on the node, or the newest off-site one (unpacked
+    /// on the node first) when `restoreDrill.from` is `offsite`.
+    func drillDump(_ database: String) async throws -> BackupStore.Entry {
+        if spec.restoreDrill?.from == .offsite {
+            guard let offsite else { throw PostgresError(reason: "NoOffsite", message: "restoreDrill.from is offsite, but backups.offsite is not declared") }
+            do {
+                return try await offsite.fetchDump(database, snapshot: nil).entry
+            } catch let e as OffsiteError {
+                throw PostgresError(reason: "Offsite\(e.reason)", message: "\(database): \(e.message)")
+            }
+        }
+        guard let newest = try store.list(database).last else {
+            throw PostgresError(reason: "NoBackup", message: "\(database): no complete dump to restore")
+        }
+        return newest
+    }
+
+    /// `backup restore --from offsite:DB[@SNAPSHOT]`: the dump of `database` in the newest (or
+    /// the named) off-site snapshot, checksum-verified, into `target`.
+    public func restoreFromOffsite(_ database: String, snapshot: String?, to target: String, replace: Bool) async throws -> String {
+        guard let offsite else { throw PostgresError(reason: "NoOffsite", message: "the desired state declares no backups.offsite") }
+        let lock = try BackupLock(files: host.files)
+        defer { lock.release() }
+        try removeStalePassfiles()
+        defer { offsite.cleanUp() }
+        let (entry, snap) = try await offsite.fetchDump(database, snapshot: snapshot)
+        try await restore(entry, into: target, target: try await self.target(), replace: replace)
+        return "\(entry.manifest.file) from off-site snapshot \(snap.shortID) (\(snap.time.rfc3339))"
     }
 
     /// `backup restore`: the dump at `path` (checked against its manifest first) into
@@ -483,6 +516,7 @@ public struct PostgresBackups: Sendable {
         switch error {
         case let e as PostgresError: return (e.reason, e.message)
         case let e as ReconcileError: return (e.reason, e.message)
+        case let e as OffsiteError: return ("Offsite\(e.reason)", e.message)
         case let e as CommandError: return ("CommandFailed", "\(e)")
         case let e as FileSystemError: return ("FileError", "\(e)")
         default: return ("Error", "\(error)")

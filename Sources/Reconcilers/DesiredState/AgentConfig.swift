@@ -42,6 +42,12 @@ package struct AgentConfig: Sendable, Equatable {
     package var drift: TimeSpan
     package var stateDirectory: AbsolutePath
     package var kubeconfig: AbsolutePath
+    /// `recover: offsite`: a node with no state of its own restores itself from
+    /// `spec.backups.offsite` before its first pass (a replacement VPS booted from the same
+    /// user-data). Default `none`.
+    package var recover: Recover
+
+    package enum Recover: String, Sendable, CaseIterable, YAMLEnum { case none, offsite }
 
     package static let defaultPath = "/etc/nodeagent/agent.yaml"
 
@@ -63,7 +69,7 @@ package struct AgentConfig: Sendable, Equatable {
 extension AgentConfig: YAMLDecodable {
     package init(yaml node: YAMLNode, path: FieldPath, context: DecodeContext) throws {
         let r = try MappingReader(node, path: path, context: context,
-                                  keys: ["apiVersion", "kind", "source", "intervals", "stateDirectory", "kubeconfig"])
+                                  keys: ["apiVersion", "kind", "source", "intervals", "stateDirectory", "kubeconfig", "recover"])
         let apiVersion: String = try r.required("apiVersion")
         guard apiVersion == "nodeagent/v1" else {
             throw context.fail(.invalidValue, "apiVersion must be \"nodeagent/v1\"", at: r.node("apiVersion")!.mark, path: path + "apiVersion")
@@ -89,6 +95,7 @@ extension AgentConfig: YAMLDecodable {
         }
         stateDirectory = try r.optional("stateDirectory") ?? AbsolutePath("/var/lib/nodeagent")
         kubeconfig = try r.optional("kubeconfig") ?? AbsolutePath("/etc/rancher/k3s/k3s.yaml")
+        recover = try r.optional("recover") ?? .none
         try r.finish()
     }
 }

@@ -60,6 +60,7 @@ extension Platform {
         if let f = self.spec.backups?.providerSnapshot?.credentialsFile {
             out.append((spec + "backups" + "providerSnapshot" + "credentialsFile", f))
         }
+        for (field, file) in self.spec.backups?.offsite?.secretFiles ?? [] { out.append((spec + "backups" + "offsite" + field, file)) }
         // The sections registered with a type of their own say theirs (`status`, `heartbeat`).
         for (key, section) in self.spec.sections.sorted(by: { $0.key < $1.key }) {
             for (field, file) in section.value.secretFiles { out.append((spec + key + field, file)) }

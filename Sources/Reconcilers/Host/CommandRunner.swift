@@ -24,10 +24,14 @@ public struct Command: Sendable, Equatable, CustomStringConvertible {
     public var outputLimit: Int
     /// The input holds a secret the program might echo: its output never goes into an error.
     public var holdsSecrets: Bool
+    /// The directory the program starts in (a host path); nil: the caller's.
+    public var workingDirectory: String?
 
     public init(_ executable: String, _ arguments: [String] = [], environment: [String: String?] = [:],
-                input: [UInt8]? = nil, timeout: Duration = .seconds(60), outputLimit: Int = 4 << 20, holdsSecrets: Bool = false) {
+                input: [UInt8]? = nil, timeout: Duration = .seconds(60), outputLimit: Int = 4 << 20, holdsSecrets: Bool = false,
+                workingDirectory: String? = nil) {
         self.holdsSecrets = holdsSecrets
+        self.workingDirectory = workingDirectory
         self.executable = executable
         self.arguments = arguments
         self.environment = environment
@@ -221,7 +225,8 @@ public struct SystemCommandRunner: CommandRunner {
         // it (a failing nft) would make swift-subprocess's pipe writer trap on EPIPE.
         let input = try Self.memoryFile(command.input ?? [])
         return try await Subprocess.run(executable, arguments: Arguments(command.arguments),
-                                        environment: .inherit.updating(updates), platformOptions: options,
+                                        environment: .inherit.updating(updates),
+                                        workingDirectory: command.workingDirectory.map { FilePath($0) }, platformOptions: options,
                                         input: .fileDescriptor(input, closeAfterSpawningProcess: true),
                                         output: .string(limit: command.outputLimit), error: .string(limit: command.outputLimit))
     }

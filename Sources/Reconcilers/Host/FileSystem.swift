@@ -17,6 +17,9 @@ public protocol FileSystem: Sendable {
     func write(_ path: String, _ bytes: [UInt8], mode: UInt32) throws(FileSystemError)
     /// Removes the file; a missing file is not an error.
     func remove(_ path: String) throws(FileSystemError)
+    /// Removes a directory and everything in it, without following a link (a link is removed,
+    /// not what it points to); nothing when it does not exist.
+    func removeTree(_ path: String) throws(FileSystemError)
     /// Creates the directory with `mode` (and missing parents, 0755) if it does not exist. An
     /// existing directory keeps its mode: `/etc` must not become 0700 because a key lives there.
     func makeDirectory(_ path: String, mode: UInt32) throws(FileSystemError)
@@ -217,6 +220,33 @@ public struct RootedFileSystem: FileSystem {
         }
         let slash = full.lastIndex(of: "/")!
         syncDirectory(slash == full.startIndex ? "/" : String(full[..<slash]))
+    }
+
+    public func removeTree(_ path: String) throws(FileSystemError) {
+        try Self.removeTree(host: hostPath(path))
+    }
+
+    static func removeTree(host full: String) throws(FileSystemError) {
+        var st = stat()
+        guard lstat(full, &st) == 0 else {
+            if errno == ENOENT { return }
+            throw FileSystemError(operation: "remove", path: full, errno: errno)
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
+            if unlink(full) != 0, errno != ENOENT { throw FileSystemError(operation: "remove", path: full, errno: errno) }
+            return
+        }
+        guard let dir = opendir(full) else { throw FileSystemError(operation: "open directory", path: full, errno: errno) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
+            }
+            if name != ".", name != ".." { names.append(name) }
+        }
+        closedir(dir)
+        for name in names { try removeTree(host: full + "/" + name) }
+        if rmdir(full) != 0, errno != ENOENT { throw FileSystemError(operation: "remove", path: full, errno: errno) }
     }
 
     public func makeDirectory(_ path: String, mode: UInt32) throws(FileSystemError) {
