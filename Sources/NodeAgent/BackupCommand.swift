@@ -6,7 +6,7 @@ struct BackupCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "backup",
         abstract: "Backups now, on demand: run, list, drill, restore, the off-site copy's check and prune (the daemon runs them on their schedules).",
-        subcommands: [BackupRunCommand.self, BackupList.self, BackupDrill.self, BackupRestore.self, BackupCheck.self, BackupPrune.self, BackupSnapshot.self]
+        subcommands: [BackupRunCommand.self, BackupList.self, BackupDrill.self, BackupRestore.self, BackupCheck.self, BackupPrune.self, BackupInit.self, BackupSnapshot.self]
     )
 }
 
@@ -103,7 +103,9 @@ struct BackupRunCommand: AsyncParsableCommand {
         for (database, r) in result.databases.sorted(by: { $0.key < $1.key }) {
             print("\(database): \(r.ok ? "ok" : "FAILED \(r.reason)"): \(r.message)")
         }
-        if let copy = result.offsite?.copy {
+        if let why = result.dumpsNotRun { print("dumps: NOT RUN \(TerminalText.sanitised(why))") }
+        if let why = result.copyNotRun { print("offsite: NOT RUN \(TerminalText.sanitised(why))") }
+        if result.copyNotRun == nil, let copy = result.offsite?.copy {
             print("offsite: \(copy.ok ? "ok" : "FAILED \(copy.reason)"): \(TerminalText.sanitised(copy.message))")
             if copy.ok, let skipped = result.offsite?.skipped, !skipped.isEmpty { print("offsite: skipped: \(skipped.joined(separator: "; "))") }
         }
@@ -239,7 +241,8 @@ struct BackupCheck: AsyncParsableCommand {
     @OptionGroup var options: BackupOptions
 
     func run() async throws {
-        try report("check", (await try options.offsite().check()).check)
+        let record = await try options.offsite().check()
+        try report("check", record, record.check)
     }
 }
 
@@ -252,12 +255,33 @@ struct BackupPrune: AsyncParsableCommand {
     @OptionGroup var options: BackupOptions
 
     func run() async throws {
-        try report("prune", (await try options.offsite().prune()).prune)
+        let record = await try options.offsite().prune()
+        try report("prune", record, record.prune)
+    }
+}
+
+struct BackupInit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Create the off-site restic repository now (spec.backups.offsite).",
+        discussion: "The first copy creates it too; a repository that held this node's copies and is gone is not created again by a copy, only by this command. Exit status 0 when it was created."
+    )
+
+    @OptionGroup var options: BackupOptions
+
+    func run() async throws {
+        let offsite = try options.offsite()
+        try await failing { try await offsite.initialize() }
+        print("created the off-site repository \(GitURL.redacted(offsite.spec.repository))")
     }
 }
 
 /// Prints an off-site step's outcome (`check: ok: …`); exit status 1 unless it succeeded.
-func report(_ name: String, _ step: OffsiteRecord.Step?) throws {
+func report(_ name: String, _ record: OffsiteRecord, _ step: OffsiteRecord.Step?) throws {
+    if let why = record.notRun {
+        print("\(name): NOT RUN \(TerminalText.sanitised(why))")
+        throw ExitCode.failure
+    }
     guard let step else { throw ExitCode.failure }
     print("\(name): \(step.ok ? "ok" : "FAILED \(step.reason)"): \(TerminalText.sanitised(step.message))")
     if !step.ok { throw ExitCode.failure }

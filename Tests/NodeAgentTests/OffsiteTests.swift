@@ -90,12 +90,15 @@ struct OffsiteNode {
     let password = "restic-pw-\(UInt64.random(in: 0...UInt64.max))"
     let wireguardKey = "wg-private-\(UInt64.random(in: 0...UInt64.max))="
     let k3sToken = "K10-token-\(UInt64.random(in: 0...UInt64.max))::server:abc"
+    let envSecret = "env-secret-\(UInt64.random(in: 0...UInt64.max))"
 
     init(repository: String? = nil, offsite extra: String = "", backups: String = "", plantState: Bool = true) throws {
         root = Fixtures.temporaryDirectory()
         state = root + "/platform.yaml"
         self.repository = repository ?? (Fixtures.temporaryDirectory() + "/repo")
         try secret("/etc/nodeagent/secrets/restic-password", password + "\n")
+        // A backend variable the local repository does not use: planted, to be looked for.
+        try secret("/etc/nodeagent/secrets/restic.env", "# restic's environment\nexport AWS_SECRET_ACCESS_KEY=\"\(envSecret)\"\n")
         if plantState {
             try secret("/etc/nodeagent/secrets/wg0.key", wireguardKey + "\n")
             try secret("/var/lib/rancher/k3s/server/token", k3sToken + "\n")
@@ -118,6 +121,7 @@ struct OffsiteNode {
                 offsite:
                   repository: \(self.repository)
                   passwordFile: /etc/nodeagent/secrets/restic-password
+                  environmentFile: /etc/nodeagent/secrets/restic.env
             \(extra)
             """.write(toFile: state, atomically: true, encoding: .utf8)
         if plantState { try secret("/var/lib/nodeagent/applied/platform.yaml", try String(contentsOfFile: state, encoding: .utf8)) }
@@ -126,6 +130,16 @@ struct OffsiteNode {
     func secret(_ path: String, _ text: String) throws {
         try FileManager.default.createDirectory(atPath: root + (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         _ = FileManager.default.createFile(atPath: root + path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+    }
+
+    /// A replacement node's root: only what its user-data writes (the off-site credentials).
+    func replacement() throws -> String {
+        let fresh = Fixtures.temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: fresh + "/etc/nodeagent/secrets", withIntermediateDirectories: true)
+        for name in ["restic-password", "restic.env"] {
+            try FileManager.default.copyItem(atPath: root + "/etc/nodeagent/secrets/" + name, toPath: fresh + "/etc/nodeagent/secrets/" + name)
+        }
+        return fresh
     }
 
     /// `nodeagent ARGS --state … --root …`, in `ns` when given.
@@ -147,6 +161,7 @@ struct OffsiteNode {
     }
 
     var record: OffsiteRecord { OffsiteRecord.load(RootedFileSystem(root: root)) }
+    var recordText: String { (try? String(contentsOfFile: root + OffsiteRecord.path, encoding: .utf8)) ?? "" }
 
     func remove() {
         try? FileManager.default.removeItem(atPath: root)
@@ -154,7 +169,7 @@ struct OffsiteNode {
     }
 
     /// Every planted secret that appears in `text`.
-    func leaks(_ text: String) -> [String] { [password, wireguardKey, k3sToken].filter { text.contains($0) } }
+    func leaks(_ text: String) -> [String] { [password, wireguardKey, k3sToken, envSecret].filter { text.contains($0) } }
 }
 
 /// A short tool run to its end from synchronous code (sqlite3 on a fixture).
@@ -251,11 +266,8 @@ struct OffsiteTests {
         #expect(entries.last?["databases"] == .array([.string("app")]))
 
         // A replacement node: only the repository key is there (its user-data wrote it).
-        let fresh = Fixtures.temporaryDirectory()
+        let fresh = try node.replacement()
         defer { try? FileManager.default.removeItem(atPath: fresh) }
-        try FileManager.default.createDirectory(atPath: fresh + "/etc/nodeagent/secrets", withIntermediateDirectories: true)
-        _ = FileManager.default.createFile(atPath: fresh + "/etc/nodeagent/secrets/restic-password", contents: Data((node.password + "\n").utf8),
-                                           attributes: [.posixPermissions: 0o600])
         try await server.sql("DROP DATABASE app")
         let recovered = try await node.run(["recover", "--from-offsite"], root: fresh)
         outputs += recovered.stdout + recovered.stderr
@@ -279,6 +291,22 @@ struct OffsiteTests {
         // Never over a node that has state.
         let again = try await node.run(["recover", "--from-offsite"], root: fresh)
         #expect(again.exitCode == 1 && again.stderr.contains("NodeHasState"), "\(again.stderr)")
+        // Told to (--force): again, but app now holds tables: left alone, and Stalled until a
+        // person restores it; a restore into app settles it.
+        let forced = try await node.run(["recover", "--from-offsite", "--force"], root: fresh)
+        outputs += forced.stdout + forced.stderr
+        #expect(forced.exitCode == 0, "\(forced.stdout)\(forced.stderr)")
+        let unrestored = try #require(RecoveryRecord.load(RootedFileSystem(root: fresh)))
+        #expect(unrestored.unrestoredDatabases == ["app"] && unrestored.pendingDatabases.isEmpty, "\(unrestored)")
+        let platform = try DesiredStateLoader.load(path: node.state)
+        let stalled = BackupsReconciler.condition(.init(spec: platform.spec.backups?.postgres, offsite: platform.spec.backups?.offsite),
+                                                  BackupState.load(RootedFileSystem(root: fresh)), OffsiteRecord(), unrestored,
+                                                  now: Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000)))
+        #expect(stalled.status == Condition.Status.stalled && stalled.reason == "RecoveryDatabaseNotRestored", "\(stalled)")
+        let byHand = try await node.run(["backup", "restore", "--from", "offsite:app", "--to", "app", "--force"], root: fresh)
+        #expect(byHand.exitCode == 0, "\(byHand.stdout)\(byHand.stderr)")
+        #expect(RecoveryRecord.load(RootedFileSystem(root: fresh))?.unrestoredDatabases == [])
+        #expect(try await server.tableDigests("app") == before)
 
         for file in [OffsiteRecord.path, RecoveryRecord.path, BackupState.path] {
             outputs += read(fresh, file) ?? ""
@@ -322,7 +350,9 @@ struct OffsiteTests {
         #expect(!run.stdout.contains(String(keyBody)) && !run.stderr.contains(String(keyBody)))
 
         // Another server answering at the address: its key is not the pinned one.
-        try node.secret("/etc/nodeagent/offsite-known-hosts", "\(sftp.address) ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDummyDummyDummyDummyDummyDummyDummyDummyDumm\n")
+        try await runner.check(Command("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", node.root + "/other_host"]))
+        let otherHostKey = try String(contentsOfFile: node.root + "/other_host.pub", encoding: .utf8).split(separator: " ").prefix(2).joined(separator: " ")
+        try node.secret("/etc/nodeagent/offsite-known-hosts", "\(sftp.address) \(otherHostKey)\n")
         let wrongHost = try await node.run(["backup", "run"], ns: sftp.ns)
         #expect(wrongHost.exitCode == 1 && wrongHost.stdout.contains("FAILED HostKeyMismatch"), "\(wrongHost.stdout)\(wrongHost.stderr)")
         try node.secret("/etc/nodeagent/offsite-known-hosts", sftp.knownHosts)
@@ -374,6 +404,13 @@ struct OffsiteTests {
         #expect(BackupsReconciler.condition(.init(spec: nil, offsite: spec), BackupState(), node.record, nil, now: now).status == Condition.Status.stalled)
         try node.secret("/etc/nodeagent/secrets/restic-password", node.password + "\n")
 
+        // A line of the environment file that is not KEY=value: refused without a word of it.
+        try node.secret("/etc/nodeagent/secrets/restic.env", "c2VjcmV0LWxpbmUtbm90LWEta2V5+/x\n")
+        let badEnv = try await node.run(["backup", "run"])
+        #expect(badEnv.exitCode == 1 && badEnv.stdout.contains("FAILED EnvironmentFileInvalid"), "\(badEnv.stdout)\(badEnv.stderr)")
+        #expect(!(badEnv.stdout + badEnv.stderr + node.recordText).contains("c2VjcmV0LWxpbmUtbm90"))
+        try node.secret("/etc/nodeagent/secrets/restic.env", "AWS_SECRET_ACCESS_KEY=\(node.envSecret)\n")
+
         // kill -9 in the middle of an upload (nodeagent and restic both, as a crash would).
         let big = node.root + "/data/big"
         try await runner.check(Command("sh", ["-c", "head -c 64000000 /dev/urandom > \(big)"], timeout: .seconds(60)))
@@ -394,6 +431,9 @@ struct OffsiteTests {
         }
         let pid = try #require(resticPID, "restic never started")
         kill(pid, SIGSTOP)
+        // restic's command line and what it was started with: no key, no backend secret.
+        let argv = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
+        #expect(!argv.isEmpty && node.leaks(argv).isEmpty, "a secret on restic's command line")
         #expect(Self.packs(node.repository).count >= before + 2, "killed before any pack of the new data was written")
         kill(pid, SIGKILL)
         kill(process.processIdentifier, SIGKILL)
@@ -475,11 +515,8 @@ struct OffsiteTests {
         #expect(try await original.run(["backup", "run"]).exitCode == 0)
 
         // A replacement: only the key, same desired state.
-        let fresh = Fixtures.temporaryDirectory()
+        let fresh = try original.replacement()
         defer { try? FileManager.default.removeItem(atPath: fresh) }
-        try FileManager.default.createDirectory(atPath: fresh + "/etc/nodeagent/secrets", withIntermediateDirectories: true)
-        _ = FileManager.default.createFile(atPath: fresh + "/etc/nodeagent/secrets/restic-password", contents: Data((original.password + "\n").utf8),
-                                           attributes: [.posixPermissions: 0o600])
         let host = Reconcilers.Host(root: fresh)
         let engine = try Engine(BuiltInReconcilers.all(on: host, options: PassOptions()))
         let test = TestLoop(state: original.state, engine: engine, host: host, recoverFromOffsite: true)
@@ -489,7 +526,9 @@ struct OffsiteTests {
         #expect((try? String(contentsOfFile: fresh + "/etc/nodeagent/secrets/wg0.key", encoding: .utf8)) == original.wireguardKey + "\n")
         let status = await test.status.json
         #expect(status["recovery"]?["outcome"]?.string == "recovered")
-        #expect(status["offsite"]?["snapshot"] != nil)
+        // The off-site line is there; this node has made no copy of its own yet.
+        #expect(status["offsite"]?["repository"]?.string == original.repository && status["offsite"]?["lastSuccess"] == .null,
+                "\(status["offsite"] ?? .null)")
         #expect(status["applied"]?["commit"]?.string == "0123456789abcdef0123456789abcdef01234567")
         #expect(original.leaks(status.jsonText).isEmpty)
         // Settled: the next pass does not recover again, even with the record's node state gone.
@@ -514,6 +553,41 @@ struct OffsiteTests {
         let events = await waiting.status.json["events"]?.array ?? []
         #expect(events.contains { ($0["message"]?.string ?? "").contains("recovery from off-site failed (Unreachable)") }, "\(events)")
         #expect(await waiting.status.json["passes"]?.int == 0, "the engine did not run")
+        // Meanwhile no backup job runs and no copy leaves the node (a blank node's copy would
+        // become the newest snapshot).
+        #expect(!waiting.loop.recoverySettled())
+        let blank = await OffsiteBackups(platform: try DesiredStateLoader.load(path: unreachable.state), host: uhost)!.copy()
+        #expect(blank.notRun?.hasPrefix("RecoveryUnderWay") == true && blank.copy == nil, "\(blank)")
+
+        // No repository at all (a typo, an unmounted disk): not a first life, the pass waits.
+        let nowhere = try OffsiteNode(repository: lonely + "/not-a-repository", plantState: false)
+        defer { nowhere.remove() }
+        let nhost = Reconcilers.Host(root: nowhere.root)
+        let missing = TestLoop(state: nowhere.state, engine: try Engine(BuiltInReconcilers.all(on: nhost, options: PassOptions())), host: nhost,
+                               recoverFromOffsite: true)
+        await missing.loop.pass()
+        #expect(RecoveryRecord.load(nhost.files) == nil)
+        #expect((await missing.status.json["events"]?.array ?? []).contains { ($0["message"]?.string ?? "").contains("NoRepository") })
+        // A repository that exists and holds nothing of this node: its first life.
+        #expect(try await nowhere.run(["backup", "init"]).exitCode == 0)
+        await missing.loop.pass()
+        #expect(RecoveryRecord.load(nhost.files)?.outcome == .nothing)
+        #expect(missing.loop.recoverySettled())
+
+        // A recovery that stopped half-way (the datastore and revision in place, not the key)
+        // resumes from the snapshot it had chosen instead of refusing a node "with state".
+        let half = try original.replacement()
+        defer { try? FileManager.default.removeItem(atPath: half) }
+        let hhost = Reconcilers.Host(root: half)
+        let chosen = try #require(try await original.snapshots().last?["id"]?.string)
+        try RecoveryRecord.markUnderWay(hhost.files, snapshot: chosen)
+        try hhost.files.write("/var/lib/nodeagent/applied/commit", Array("half\n".utf8), mode: 0o600)
+        let resume = TestLoop(state: original.state, engine: try Engine(BuiltInReconcilers.all(on: hhost, options: PassOptions())), host: hhost,
+                              recoverFromOffsite: true)
+        await resume.loop.pass()
+        #expect(RecoveryRecord.load(hhost.files)?.outcome == .recovered)
+        #expect((try? String(contentsOfFile: half + "/etc/nodeagent/secrets/wg0.key", encoding: .utf8)) == original.wireguardKey + "\n")
+        #expect(RecoveryRecord.underWay(hhost.files) == nil)
 
         // A node with state of its own: left alone, and said.
         let lived = try OffsiteNode(repository: original.repository)

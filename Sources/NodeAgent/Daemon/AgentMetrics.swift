@@ -66,8 +66,10 @@ final class AgentMetrics: Sendable {
         func seconds(_ t: Timestamp) -> Double { Double(t.millisecondsSinceEpoch) / 1000 }
         if let copy = record.copy {
             gauge("offsite_last_result_ok", "", "1 when the last off-site copy succeeded.", copy.ok ? 1 : 0)
-            if let t = copy.lastSuccess { gauge("offsite_last_success", "timestamp_seconds", "When the newest off-site snapshot was made.", seconds(t)) }
         }
+        // 0 before the first good copy: a node that never got one off is as overdue as can be.
+        gauge("offsite_last_success", "timestamp_seconds", "When the newest off-site snapshot was made (0: never).",
+              record.copy?.lastSuccess.map(seconds) ?? 0)
         if let added = record.addedBytes {
             gauge("offsite_last_added", "bytes", "Bytes the last good off-site copy added to the repository (after deduplication).", Double(added))
         }

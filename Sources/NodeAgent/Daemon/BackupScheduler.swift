@@ -28,9 +28,11 @@ struct BackupScheduler: Service {
         // disk), a failing job is still not repeated every minute.
         var lastBackup: Timestamp?, lastDrill: Timestamp?, lastSnapshot: Timestamp?
         var lastCopy: Timestamp?, lastCheck: Timestamp?, lastPrune: Timestamp?
+        // A copy that could not start (another job held the lock) is tried again.
+        var copyAgain = false
         while !Task.isCancelled {
-            guard loop.platform() != nil else {
-                // Before the first pass has a desired state.
+            guard loop.platform() != nil, loop.recoverySettled() else {
+                // Before the first pass has a desired state, or while the node recovers.
                 guard (try? await Task.sleep(for: .seconds(1))) != nil else { return }
                 continue
             }
@@ -44,9 +46,11 @@ struct BackupScheduler: Service {
                 var state = BackupState.load(host.files)
                 // A node that never copied off-site (a new node, or one just recovered, once its
                 // databases are back) runs a backup at once: it protects itself from day one.
-                let neverCopied = backups.offsite != nil && OffsiteRecord.load(host.files).copy == nil
-                    && (RecoveryRecord.load(host.files)?.pendingDatabases.isEmpty ?? true) && lastBackup == nil
-                if neverCopied || BackupSchedule.isDue(spec.schedule, lastRun: [state.lastBackupRun, lastBackup].compactMap { $0 }.max(), now: now) {
+                let recovering = !(RecoveryRecord.load(host.files)?.pendingDatabases.isEmpty ?? true)
+                let neverCopied = backups.offsite != nil && OffsiteRecord.load(host.files).copy == nil && lastBackup == nil
+                // While a recovered node's databases wait for their dumps, nothing is dumped
+                // (an empty database's dump would become the newest).
+                if !recovering, neverCopied || BackupSchedule.isDue(spec.schedule, lastRun: [state.lastBackupRun, lastBackup].compactMap { $0 }.max(), now: now) {
                     lastBackup = now
                     logger.info("backup: starting", metadata: ["schedule": "\(spec.schedule)"])
                     do {
@@ -57,7 +61,11 @@ struct BackupScheduler: Service {
                     state = BackupState.load(host.files)
                     metrics.backups(state)
                     // Every run ends off the node.
-                    if let offsite = backups.offsite { metrics.offsite(await offsite.copy()) }
+                    if let offsite = backups.offsite {
+                        let record = await offsite.copy()
+                        copyAgain = record.notRun != nil
+                        metrics.offsite(record)
+                    }
                     // The conditions changed: the loop need not wait for its next timer.
                     loop.trigger()
                 }
@@ -81,14 +89,15 @@ struct BackupScheduler: Service {
             }
             if let platform = loop.platform(), let offsite = OffsiteBackups(platform: platform, host: host, log: { [logger] in logger.info("\($0)") }) {
                 var record = OffsiteRecord.load(host.files)
-                if platform.spec.backups?.postgres == nil {
-                    let schedule = offsite.spec.schedule ?? OffsiteSpec.defaultSchedule
-                    schedules.append(schedule)
-                    if BackupSchedule.isDue(schedule, lastRun: [record.copy?.at, lastCopy].compactMap { $0 }.max(), now: host.clock.now()) {
-                        lastCopy = host.clock.now()
-                        record = await offsite.copy()
-                    }
+                let schedule = offsite.spec.schedule ?? OffsiteSpec.defaultSchedule
+                if copyAgain || (platform.spec.backups?.postgres == nil
+                                 && BackupSchedule.isDue(schedule, lastRun: [record.copy?.at, lastCopy].compactMap { $0 }.max(), now: host.clock.now())) {
+                    lastCopy = host.clock.now()
+                    record = await offsite.copy()
+                    copyAgain = record.notRun != nil
+                    if !copyAgain { loop.trigger() }
                 }
+                if platform.spec.backups?.postgres == nil { schedules.append(schedule) }
                 // Check and prune a repository that holds something, on their schedules (the
                 // first ones at the first firing after the first copy).
                 if let first = record.copy?.lastSuccess {

@@ -202,6 +202,8 @@ final class ReconcileLoop: Service, Sendable {
     /// wrong key): a replacement node must not come up with a new identity.
     func recoverIfNeeded(_ platform: Platform) async -> Bool {
         if RecoveryRecord.load(host.files) != nil { return true }
+        // Until it is settled, no backup job runs and no copy leaves the node.
+        if RecoveryRecord.underWay(host.files) == nil { try? RecoveryRecord.markUnderWay(host.files, snapshot: "") }
         let logger = self.logger
         let now = host.clock.now()
         guard let offsite = OffsiteBackups(platform: platform, host: host, log: { logger.info("\($0)") }) else {
@@ -230,6 +232,10 @@ final class ReconcileLoop: Service, Sendable {
             return false
         }
     }
+
+    /// False while `recover: offsite` has not been settled: backup jobs wait (a copy of a blank
+    /// or half-recovered node must never become its newest snapshot).
+    func recoverySettled() -> Bool { !recoverFromOffsite || RecoveryRecord.load(host.files) != nil }
 
     /// The desired state the loop converges now (nil before the first valid one).
     func platform() -> Platform? { current.withLock { $0 } }

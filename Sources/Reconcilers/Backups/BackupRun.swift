@@ -6,17 +6,32 @@ public import KubeClient
 public struct BackupRun: Sendable {
     public var databases: [String: BackupState.Result] = [:]
     public var offsite: OffsiteRecord?
+    /// Why the dumps did not run at all (another job held the lock, the state file could not
+    /// be written…), as `REASON: message`.
+    public var dumpsNotRun: String?
+    /// The off-site copy did not run (another job held the lock, a recovery is under way).
+    public var copyNotRun: String?
 
-    public var ok: Bool { databases.values.allSatisfy(\.ok) && (offsite?.copy?.ok ?? true) }
+    public var ok: Bool { databases.values.allSatisfy(\.ok) && (offsite?.copy?.ok ?? true) && dumpsNotRun == nil && copyNotRun == nil }
 
     public static func run(platform: Platform, host: Host, cluster: ClusterAccess?, only: [String]? = nil,
                            log: @escaping @Sendable (String) -> Void) async throws -> BackupRun {
         var run = BackupRun()
         if let backups = PostgresBackups(platform: platform, host: host, cluster: cluster, log: log) {
-            run.databases = try await backups.backup(only: only)
+            do {
+                run.databases = try await backups.backup(only: only)
+            } catch {
+                // Busy, a state file that cannot be written…: the copy still goes off the node.
+                let (reason, message) = PostgresBackups.describe(error)
+                run.dumpsNotRun = "\(reason): \(message)"
+                log("backup: the dumps did not run: \(message)")
+            }
         }
         if let offsite = OffsiteBackups(platform: platform, host: host, log: log) {
-            run.offsite = await offsite.copy()
+            let before = OffsiteRecord.load(host.files).copy?.at
+            let record = await offsite.copy()
+            run.offsite = record
+            if record.copy?.at == before { run.copyNotRun = record.notRun ?? "the copy did not run" }
         }
         return run
     }

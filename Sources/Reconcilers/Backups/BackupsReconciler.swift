@@ -69,6 +69,10 @@ public struct BackupsReconciler: Reconciler {
             guard c.status == .ready else { return c }
             if !c.message.isEmpty { notes.append(c.message) }
         }
+        if let recovery, !recovery.unrestoredDatabases.isEmpty {
+            return Condition(.stalled, reason: "RecoveryDatabaseNotRestored",
+                             message: "recovered from off-site snapshot \(recovery.snapshot ?? "?"); \(recovery.databaseMessage ?? "databases \(recovery.unrestoredDatabases.joined(separator: ", ")) not restored")")
+        }
         if let recovery, !recovery.pendingDatabases.isEmpty {
             return Condition(.progressing, reason: "RecoveringDatabases",
                              message: "recovered from off-site snapshot \(recovery.snapshot ?? "?"); databases \(recovery.pendingDatabases.joined(separator: ", ")) "

@@ -381,6 +381,7 @@ public struct PostgresBackups: Sendable {
         defer { offsite.cleanUp() }
         let (entry, snap) = try await offsite.fetchDump(database, snapshot: snapshot)
         try await restore(entry, into: target, target: try await self.target(), replace: replace)
+        RecoveryRecord.resolved(target, files: host.files)
         return "\(entry.manifest.file) from off-site snapshot \(snap.shortID) (\(snap.time.rfc3339))"
     }
 
@@ -395,9 +396,12 @@ public struct PostgresBackups: Sendable {
             throw PostgresError(reason: "NoManifest", message: "\(path) has no manifest beside it (\(String(path.dropLast(".dump".count))).json): not a complete nodeagent dump")
         }
         try await restore(BackupStore.Entry(manifest: manifest, path: path), into: database, target: try await target(), replace: replace)
+        RecoveryRecord.resolved(database, files: host.files)
     }
 
-    func restore(_ entry: BackupStore.Entry, into database: String, target: PostgresTarget, replace: Bool) async throws {
+    /// - Parameter intoEmpty: the database exists and holds no table: restore into it as it is
+    ///   (its owner and settings stay), instead of dropping and creating it.
+    func restore(_ entry: BackupStore.Entry, into database: String, target: PostgresTarget, replace: Bool, intoEmpty: Bool = false) async throws {
         let actual = try await Offload.run { try host.files.sha256(entry.path) }
         guard let actual else { throw PostgresError(reason: "NoBackup", message: "\(entry.path) does not exist") }
         guard actual == entry.manifest.sha256 else {
@@ -413,6 +417,7 @@ public struct PostgresBackups: Sendable {
         try await Offload.run {
             let admin = try PostgresSession(target, database: "postgres")
             let exists = try !admin.query("SELECT 1 FROM pg_database WHERE datname = \(PostgresSession.literal(database))").isEmpty
+            if exists, intoEmpty { return }
             if exists {
                 guard replace else {
                     throw PostgresError(reason: "DatabaseExists", message: "database \(database) exists; pass --force to replace it")

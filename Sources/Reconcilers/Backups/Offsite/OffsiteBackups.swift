@@ -25,6 +25,9 @@ public struct OffsiteBackups: Sendable {
     static let k3sDatabase = "/var/lib/rancher/k3s/server/db/state.db"
     static let k3sEtcd = "/var/lib/rancher/k3s/server/db/etcd"
     static let k3sToken = "/var/lib/rancher/k3s/server/token"
+    /// The agent's node password: the restored datastore holds its hash (the
+    /// `NODE.node-password.k3s` Secret), and K3s refuses the node with another one.
+    static let k3sNodePassword = "/etc/rancher/node/password"
     static let secretsDirectory = "/etc/nodeagent/secrets"
     static let appliedDirectory = "/var/lib/nodeagent/applied"
 
@@ -99,8 +102,23 @@ public struct OffsiteBackups: Sendable {
     @discardableResult
     public func copy() async -> OffsiteRecord {
         let started = host.clock.now()
+        if RecoveryRecord.underWay(host.files) != nil {
+            // A blank or half-recovered node must not become the newest snapshot.
+            var record = OffsiteRecord.load(host.files)
+            record.notRun = "RecoveryUnderWay: a recovery from the off-site copy is under way on this node; nothing is copied until it is done"
+            log("off-site copy not run: \(record.notRun!)")
+            return record
+        }
         do {
-            let lock = try BackupLock(files: host.files)
+            let lock: BackupLock
+            do {
+                lock = try BackupLock(files: host.files)
+            } catch let error as ReconcileError where error.reason == "Busy" {
+                // Not a failure of the copy: the scheduler tries again within a minute.
+                var record = OffsiteRecord.load(host.files)
+                record.notRun = "Busy: \(error.message)"
+                return record
+            }
             defer { lock.release() }
             return try await copyLocked(started: started)
         } catch {
@@ -155,9 +173,15 @@ public struct OffsiteBackups: Sendable {
         }
         // K3s's datastore, taken consistently, and its token.
         if exists(Self.k3sDatabase) {
-            try await snapshotDatastore(into: "\(Self.stage)/k3s-state.db")
-            items.append(("k3s", "\(Self.stage)/k3s-state.db"))
-            if exists(Self.k3sToken) { items.append(("k3s", Self.k3sToken)) } else { skipped.append("k3s: no server token at \(Self.k3sToken)") }
+            do {
+                try await snapshotDatastore(into: "\(Self.stage)/k3s-state.db")
+                items.append(("k3s", "\(Self.stage)/k3s-state.db"))
+                if exists(Self.k3sToken) { items.append(("k3s", Self.k3sToken)) } else { skipped.append("k3s: no server token at \(Self.k3sToken)") }
+                if exists(Self.k3sNodePassword) { items.append(("k3s", Self.k3sNodePassword)) }
+            } catch let error as OffsiteError {
+                // The dumps and the secrets still leave the node; the record says what did not.
+                skipped.append("k3s: FAILED (\(error.reason)): \(error.message)")
+            }
         } else if exists(Self.k3sEtcd) {
             skipped.append("k3s: an embedded etcd datastore is not copied (only SQLite's state.db); use k3s etcd-snapshot")
         } else {
@@ -217,31 +241,45 @@ public struct OffsiteBackups: Sendable {
         return record
     }
 
-    /// SQLite's online backup of K3s's datastore (`sqlite3 .backup`: a consistent copy while
-    /// K3s writes), checked with `PRAGMA integrity_check`.
+    /// A consistent copy of K3s's datastore while K3s writes: SQLite's `VACUUM INTO` from a
+    /// read-only connection (one read transaction; the copy is compact and in rollback-journal
+    /// mode, so no `-wal`/`-shm` beside it), then `PRAGMA integrity_check` on the copy opened
+    /// immutable (it leaves nothing behind either).
     func snapshotDatastore(into path: String) async throws {
         let copy = host.files.hostPath(path)
         do {
             try await host.commands.check(Command("sqlite3", ["-readonly", "-cmd", ".timeout 30000", host.files.hostPath(Self.k3sDatabase),
-                                                              ".backup '\(copy)'"], timeout: .seconds(1800)))
-            let check = try await host.commands.check(Command("sqlite3", ["-readonly", copy, "PRAGMA integrity_check;"], timeout: .seconds(1800)))
+                                                              "VACUUM INTO '\(copy)'"], timeout: .seconds(1800)))
+            let check = try await host.commands.check(Command("sqlite3", ["file:\(copy)?immutable=1", "PRAGMA integrity_check;"], timeout: .seconds(1800)))
             guard check.stdout.split(whereSeparator: \.isNewline).first == "ok" else {
                 throw OffsiteError("DatastoreCopyCorrupt", "the copy of K3s's datastore fails SQLite's integrity check: \(check.stdout.prefix(200))")
             }
             try host.files.restrict(path, to: 0o600)
         } catch let error as CommandError {
-            throw OffsiteError("DatastoreCopyFailed", "copying K3s's datastore (sqlite3 .backup of \(Self.k3sDatabase)): \(error)")
+            throw OffsiteError("DatastoreCopyFailed", "copying K3s's datastore (sqlite3 VACUUM INTO from \(Self.k3sDatabase)): \(error)")
         }
     }
 
-    /// Initializes the repository on the first copy; any other failure to open it stops here.
+    /// Initializes the repository at the node's first copy; a repository that held this
+    /// node's copies and is gone (an unmounted disk, a moved directory) is not silently made
+    /// anew: the copy fails with `NoRepository`.
     func ensureRepository() async throws {
         do {
             try await restic.run(["cat", "config", "--no-lock"], doing: "opening the off-site repository", timeout: .seconds(300))
         } catch let error as OffsiteError where error.reason == "NoRepository" {
-            try await restic.run(["init"], doing: "creating the off-site repository", timeout: .seconds(300))
-            log("off-site: created the restic repository \(GitURL.redacted(spec.repository))")
+            if let last = OffsiteRecord.load(host.files).copy?.lastSuccess {
+                throw OffsiteError("NoRepository", "the off-site repository that took this node's copies until \(last.rfc3339) is not there any more "
+                                   + "(an unmounted disk, a moved directory?): not created again; if it really is a new one, run nodeagent backup init",
+                                   needsHuman: true)
+            }
+            try await initialize()
         }
+    }
+
+    /// `restic init`: a new, empty repository (`nodeagent backup init`, and the first copy).
+    public func initialize() async throws {
+        try await restic.run(["init"], doing: "creating the off-site repository", timeout: .seconds(300))
+        log("off-site: created the restic repository \(GitURL.redacted(spec.repository))")
     }
 
     // MARK: - Check and prune
@@ -278,7 +316,22 @@ public struct OffsiteBackups: Sendable {
             step = OffsiteRecord.Step(at: started, ok: true, reason: "Succeeded", message: message, lastSuccess: host.clock.now())
         } catch {
             var e = Self.offsiteError(error)
-            if what.hasPrefix("checking"), e.reason == "ResticFailed" { e.reason = "CheckFailed" }
+            if what.hasPrefix("checking") {
+                // Only restic's verdict on the data says the repository is damaged; a check
+                // that could not run (unreachable, wrong key, busy) says nothing about it.
+                guard e.reason == "ResticFailed" else {
+                    var r = OffsiteRecord.load(host.files)
+                    r.notRun = "\(e.reason): \(e.message)"
+                    log("off-site: \(what): not run (\(e.reason)): \(e.message)")
+                    return r
+                }
+                e.reason = "CheckFailed"
+            }
+            if e.reason == "Busy" {
+                var r = OffsiteRecord.load(host.files)
+                r.notRun = "Busy: \(e.message)"
+                return r
+            }
             step = OffsiteRecord.Step(at: started, ok: false, reason: e.reason, message: e.message, lastSuccess: previous(OffsiteRecord.load(host.files))?.lastSuccess)
         }
         log("off-site: \(what): \(step.ok ? "ok" : "FAILED (\(step.reason))"): \(step.message)")
@@ -313,7 +366,8 @@ public struct OffsiteBackups: Sendable {
         try host.files.makeDirectory("/var/lib/nodeagent/offsite", mode: 0o700)
         try host.files.makeDirectory(Self.unpack, mode: 0o700)
         let stageTree = try tree(Self.stage)
-        var args = ["restore", snapshot.id, "--target", host.files.hostPath(Self.unpack)]
+        // --no-lock: a stale lock the lost node left must not hold its replacement.
+        var args = ["restore", snapshot.id, "--no-lock", "--target", host.files.hostPath(Self.unpack)]
         if let includes {
             args += ["--include", "/\(stageTree)/\(Self.contentsName)"]
             for path in includes { args += ["--include", "/" + (try tree(path))] }

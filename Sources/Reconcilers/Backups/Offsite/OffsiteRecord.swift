@@ -39,6 +39,9 @@ public struct OffsiteRecord: Sendable, Equatable {
     public var processedBytes: Int64?
     public var check: Step?
     public var prune: Step?
+    /// Why the last call did not run at all (not saved): another job held the lock, or a
+    /// recovery is under way. Such a call changes nothing in the record.
+    public var notRun: String?
 
     public init() {}
 
@@ -96,6 +99,11 @@ public struct RecoveryRecord: Sendable, Equatable {
     public enum Outcome: String, Sendable { case recovered, nothing, skipped }
 
     public static let path = "/var/lib/nodeagent/offsite/recovery.json"
+    /// Written before a recovery puts anything in place (the snapshot's id once chosen); while
+    /// it exists and `path` does not, no copy leaves the node (it would copy a blank or half
+    /// recovered node), and a retry resumes from the same snapshot instead of refusing the
+    /// half-recovered node as one that has state.
+    public static let underWayPath = "/var/lib/nodeagent/offsite/recovery.under-way"
 
     public var at: Timestamp
     public var outcome: Outcome
@@ -103,7 +111,12 @@ public struct RecoveryRecord: Sendable, Equatable {
     public var steps: [String]
     /// Databases restored from the recovered dumps once the server answers.
     public var pendingDatabases: [String]
+    /// The dump each pending database is restored from (the snapshot's newest).
+    public var pendingDumps: [String: String] = [:]
     public var restoredDatabases: [String]
+    /// Databases that already held tables: left as they were, until a person restores them
+    /// (`nodeagent backup restore … --to DB --force` clears the entry).
+    public var unrestoredDatabases: [String] = []
     /// The last reason a pending database was not restored (yet).
     public var databaseMessage: String?
 
@@ -116,22 +129,49 @@ public struct RecoveryRecord: Sendable, Equatable {
     public static func load(_ files: any FileSystem) -> RecoveryRecord? {
         guard let bytes = try? files.read(path), let j = JSONValue.parse(bytes),
               let at = j["at"]?.string.flatMap(Timestamp.init(rfc3339:)), let outcome = j["outcome"]?.string.flatMap(Outcome.init(rawValue:)) else { return nil }
-        return RecoveryRecord(at: at, outcome: outcome, snapshot: j["snapshot"]?.string, steps: (j["steps"]?.array ?? []).compactMap(\.string),
-                              pendingDatabases: (j["pendingDatabases"]?.array ?? []).compactMap(\.string),
-                              restoredDatabases: (j["restoredDatabases"]?.array ?? []).compactMap(\.string),
-                              databaseMessage: j["databaseMessage"]?.string)
+        var r = RecoveryRecord(at: at, outcome: outcome, snapshot: j["snapshot"]?.string, steps: (j["steps"]?.array ?? []).compactMap(\.string),
+                               pendingDatabases: (j["pendingDatabases"]?.array ?? []).compactMap(\.string),
+                               restoredDatabases: (j["restoredDatabases"]?.array ?? []).compactMap(\.string),
+                               databaseMessage: j["databaseMessage"]?.string)
+        if case .object(let members)? = j["pendingDumps"] { for m in members { r.pendingDumps[m.key] = m.value.string } }
+        r.unrestoredDatabases = (j["unrestoredDatabases"]?.array ?? []).compactMap(\.string)
+        return r
     }
 
     public func save(_ files: any FileSystem) throws {
         try files.makeDirectory("/var/lib/nodeagent/offsite", mode: 0o700)
         try files.write(Self.path, Array((json.jsonText + "\n").utf8), mode: 0o600)
+        try files.remove(Self.underWayPath)
+    }
+
+    /// A recovery was started and not finished: the snapshot it chose ("" before it chose).
+    public static func underWay(_ files: any FileSystem) -> String? {
+        guard load(files) == nil, let bytes = try? files.read(underWayPath) else { return nil }
+        return String(decoding: bytes, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
+    }
+
+    public static func markUnderWay(_ files: any FileSystem, snapshot: String) throws {
+        try files.makeDirectory("/var/lib/nodeagent/offsite", mode: 0o700)
+        try files.write(underWayPath, Array((snapshot + "\n").utf8), mode: 0o600)
+    }
+
+    /// A person restored `database` by hand: it is no longer waiting for one.
+    static func resolved(_ database: String, files: any FileSystem) {
+        guard var r = load(files), r.unrestoredDatabases.contains(database) || r.pendingDatabases.contains(database) else { return }
+        r.unrestoredDatabases.removeAll { $0 == database }
+        r.pendingDatabases.removeAll { $0 == database }
+        r.restoredDatabases.append(database)
+        if r.unrestoredDatabases.isEmpty, r.pendingDatabases.isEmpty { r.databaseMessage = nil }
+        try? r.save(files)
     }
 
     public var json: JSONValue {
         .object([
             .init("at", .string(at.rfc3339)), .init("outcome", .string(outcome.rawValue)), .init("snapshot", snapshot.map(JSONValue.string) ?? .null),
             .init("steps", .array(steps.map(JSONValue.string))), .init("pendingDatabases", .array(pendingDatabases.map(JSONValue.string))),
+            .init("pendingDumps", .object(pendingDumps.sorted { $0.key < $1.key }.map { .init($0.key, .string($0.value)) })),
             .init("restoredDatabases", .array(restoredDatabases.map(JSONValue.string))),
+            .init("unrestoredDatabases", .array(unrestoredDatabases.map(JSONValue.string))),
             .init("databaseMessage", databaseMessage.map(JSONValue.string) ?? .null),
         ])
     }

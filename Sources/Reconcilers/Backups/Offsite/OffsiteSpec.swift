@@ -117,8 +117,9 @@ public struct OffsiteSpec: Sendable, Equatable, YAMLDecodable {
             throw context.fail(.invalidValue, problem, at: at, path: path + "repository")
         }
         if Self.carriesCredential(repository) {
-            throw context.fail(.inlineSecret, "the repository carries a password (user:password@ before the host): remove it and put the backend's "
-                               + "credentials in environmentFile (RESTIC_REST_PASSWORD, AWS_SECRET_ACCESS_KEY…), a file on the node", at: at, path: path + "repository")
+            throw context.fail(.inlineSecret, "the repository carries a password (user:password@ before the host): remove it; the backend's "
+                               + "credentials go in environmentFile (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY… for s3:), a file on the node. "
+                               + "restic 0.14 reads a rest: server's password only from the URL: use an sftp: or s3: repository", at: at, path: path + "repository")
         }
         if isSFTP {
             // restic reads `-o sftp.command=…` as one CSV field, then splits it at blanks: a

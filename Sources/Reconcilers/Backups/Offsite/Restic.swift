@@ -77,7 +77,8 @@ public struct Restic: Sendable {
             var value = String(line[line.index(after: eq)...])
             guard let first = key.first, first == "_" || (first.isASCII && first.isLetter),
                   key.allSatisfy({ $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }) else {
-                throw OffsiteError("EnvironmentFileInvalid", "\(file) line \(i + 1): \"\(key.prefix(40))\" is not a variable name", needsHuman: true)
+                // Nothing of the line is shown: it may be a pasted secret.
+                throw OffsiteError("EnvironmentFileInvalid", "\(file) line \(i + 1): not a variable name before = (the line is not shown)", needsHuman: true)
             }
             guard !reserved.contains(key) else {
                 throw OffsiteError("EnvironmentFileInvalid", "\(file) line \(i + 1): \(key) is set by nodeagent from backups.offsite (repository, passwordFile)",
@@ -98,7 +99,9 @@ public struct Restic: Sendable {
                    "-o", "UserKnownHostsFile=\(host.files.hostPath(known.value))", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
                    "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
         if let port = target.port { ssh += ["-p", String(port)] }
-        ssh += [target.user.map { "\($0)@\(target.host)" } ?? target.host, "-s", "sftp"]
+        // ssh takes an IPv6 address without restic's brackets.
+        let address = target.host.hasPrefix("[") && target.host.hasSuffix("]") ? String(target.host.dropFirst().dropLast()) : target.host
+        ssh += [target.user.map { "\($0)@\(address)" } ?? address, "-s", "sftp"]
         return ["-o", "sftp.command=" + ssh.joined(separator: " ")]
     }
 
@@ -175,8 +178,12 @@ public struct Restic: Sendable {
             || (lower.contains("config") && lower.contains("no such file or directory")) {
             return e("NoRepository", "there is no restic repository there (yet)")
         }
-        if lower.contains("no space left") || lower.contains("quota exceeded") || lower.contains("disk quota") {
+        if lower.contains("no space left") || lower.contains("quota exceeded") || lower.contains("quotaexceeded") || lower.contains("disk quota") {
             return e("DestinationFull", "the destination is full")
+        }
+        if lower.contains("ssh_fx_failure") {
+            // OpenSSH's sftp-server says only "Failure" for a full disk (ENOSPC) among others.
+            return e("WriteRefused", "the SFTP server refused a write (a full disk or a quota is the usual cause)")
         }
         if lower.contains("repository is already locked") {
             return e("Locked", "another restic process holds the repository's lock")
