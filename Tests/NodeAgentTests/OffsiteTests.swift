@@ -315,6 +315,61 @@ struct OffsiteTests {
         #expect(node.leaks(outputs).isEmpty, "a planted secret reached an output")
     }
 
+    /// A recovered node whose PostgreSQL does not answer yet: the recovery puts everything
+    /// else in place and says the database waits; once the server answers, the database comes
+    /// back from exactly the snapshot's dump, and the condition turns from Progressing.
+    @Test func aRecoveredDatabaseWaitsForItsServer() async throws {
+        let server = try await PostgresServer()
+        do {
+            try await databaseWaits(server)
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+    }
+
+    func databaseWaits(_ server: PostgresServer) async throws {
+        let postgres = { (port: Int) in """
+                postgres:
+                  connection: {host: 127.0.0.1, port: \(port), user: postgres, passwordFile: /etc/nodeagent/secrets/pg, sslmode: disable}
+                  databases: [app]
+                  schedule: "0 3 * * *"
+            """ }
+        let node = try OffsiteNode(backups: postgres(server.port))
+        defer { node.remove() }
+        try node.secret("/etc/nodeagent/secrets/pg", server.password + "\n")
+        try await server.sql("CREATE DATABASE app")
+        try await server.sql("CREATE TABLE t AS SELECT i, md5(i::text) AS v FROM generate_series(1, 2000) i;", db: "app")
+        let before = try await server.tableDigests("app")
+        #expect(try await node.run(["backup", "run"]).exitCode == 0)
+        try await server.sql("DROP DATABASE app")
+
+        // The replacement's desired state names a server that does not answer (yet).
+        let fresh = try node.replacement()
+        defer { try? FileManager.default.removeItem(atPath: fresh) }
+        let down = try OffsiteNode(repository: node.repository, backups: postgres(TLSTestPeer.freePort()), plantState: false)
+        defer { try? FileManager.default.removeItem(atPath: down.root) }
+        let recovered = try await SystemCommandRunner().run(Command(Binary.path, ["recover", "--from-offsite", "--state", down.state, "--root", fresh],
+                                                                    timeout: .seconds(300)))
+        #expect(recovered.exitCode == 0, "\(recovered.stdout)\(recovered.stderr)")
+        #expect(recovered.stdout.contains("databases app: not yet"), "\(recovered.stdout)")
+        let files = RootedFileSystem(root: fresh)
+        let waiting = try #require(RecoveryRecord.load(files))
+        #expect(waiting.pendingDatabases == ["app"] && waiting.databaseMessage?.hasPrefix("waiting for PostgreSQL") == true, "\(waiting)")
+        let platform = try DesiredStateLoader.load(path: node.state)
+        let now = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
+        let desired = BackupsReconciler.Desired(spec: platform.spec.backups?.postgres, offsite: platform.spec.backups?.offsite)
+        #expect(BackupsReconciler.condition(desired, BackupState.load(files), OffsiteRecord(), waiting, now: now).reason == "RecoveringDatabases")
+
+        // The server answers: the daemon's call restores exactly the recovered dump.
+        let backups = try #require(PostgresBackups(platform: platform, host: Reconcilers.Host(root: fresh), cluster: nil))
+        let after = try #require(await backups.restorePendingDatabases())
+        #expect(after.pendingDatabases.isEmpty && after.restoredDatabases == ["app"], "\(after)")
+        #expect(try await server.tableDigests("app") == before)
+        #expect(BackupsReconciler.condition(desired, BackupState.load(files), OffsiteRecord(), after, now: now).reason != "RecoveringDatabases")
+    }
+
     /// An SFTP repository on a real OpenSSH server: the host key pinned, the key only; a
     /// changed host key, a refused login and a stopped server fail with their reasons and
     /// change nothing in the repository.

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds the Debian 12 guest image the end-to-end suite boots: debootstrap minbase plus what a
 # provider's Debian 12 image has (systemd, cloud-init, sshd, a cloud kernel) plus every package
-# deploy/cloud-init/user-data.yaml installs. The guest has no internet: its apt sources point at a
-# local repository the suite serves (empty: everything the user-data asks for is already here,
-# so cloud-init's `apt-get update` and `apt-get install` succeed without downloading anything).
+# deploy/cloud-init/user-data.yaml installs, plus a PostgreSQL server (the suite's stand-in for
+# the cluster's database, for the off-site backup and recovery checks). The guest has no
+# internet: its apt sources point at a local repository the suite serves (empty: everything the
+# user-data asks for is already here, so cloud-init's `apt-get update` and `apt-get install`
+# succeed without downloading anything).
 #
 #   Tests/e2e/build-image.sh DIR     # writes DIR/base.raw, DIR/vmlinuz, DIR/initrd.img
 #
-# Host packages: debootstrap e2fsprogs. About 90 s from an empty cache.
+# Host packages: debootstrap e2fsprogs. About 2 min from an empty cache.
 set -euo pipefail
 out=${1:?usage: build-image.sh DIR}
 work=$(mktemp -d "${TMPDIR:-/tmp}/nodeagent-image-XXXXXX")
@@ -21,8 +23,15 @@ mirror=${mirror:-http://deb.debian.org/debian}
 # python3-cryptography needs. socat: the stand-in K3s serves TLS through it.
 base=systemd-sysv,udev,kmod,dbus,linux-image-cloud-amd64,cloud-init,python3-cffi-backend,openssh-server,ca-certificates,python3,netbase,iproute2,e2fsprogs,locales,socat
 # What deploy/cloud-init/user-data.yaml installs (the suite checks that this list covers it).
-userdata=nftables,wireguard-tools,wireguard-go,git,curl,libcurl4,libyaml-0-2,libpq5,postgresql-client,qrencode
-debootstrap --variant=minbase --include="$base,$userdata" bookworm "$rootfs" "$mirror"
+userdata=nftables,wireguard-tools,wireguard-go,git,curl,libcurl4,libyaml-0-2,libpq5,postgresql-client,qrencode,restic,sqlite3
+# The suite only: PostgreSQL 15, the database the guest backs up (section 8 of run.sh). Its
+# postinst creates cluster 15/main (listening on localhost) and enables postgresql.service;
+# debootstrap's policy-rc.d keeps it from starting in the chroot.
+suite=postgresql
+debootstrap --variant=minbase --include="$base,$userdata,$suite" bookworm "$rootfs" "$mirror"
+# It starts at boot: the cluster exists and nothing masks or disables the unit.
+test -f "$rootfs/etc/postgresql/15/main/postgresql.conf"
+test -e "$rootfs/etc/systemd/system/multi-user.target.wants/postgresql.service"
 
 echo nodeagent-e2e > "$rootfs/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 nodeagent-e2e\n' > "$rootfs/etc/hosts"
