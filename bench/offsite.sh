@@ -41,12 +41,13 @@ spec:
       passwordFile: /etc/nodeagent/secrets/restic-password
       keep: {last: 10}
 YAML
-seconds() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+seconds() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "bench: $* failed" >&2; exit 1; }; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
 added() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["addedBytes"])' "$root/var/lib/nodeagent/backups/offsite.json"; }
 first=$(seconds "$bin" backup run --state "$work/platform.yaml" --root "$root"); first_added=$(added)
+repo1=$(du -sb "$work/repo" | cut -f1)
 second=$(seconds "$bin" backup run --state "$work/platform.yaml" --root "$root"); second_added=$(added)
-dump=$(ls -l "$root"/var/backups/nodeagent/postgres/app/*.dump | tail -1 | awk '{print $5}')
 repo=$(du -sb "$work/repo" | cut -f1)
+dump=$(ls -l "$root"/var/backups/nodeagent/postgres/app/*.dump | tail -1 | awk '{print $5}')
 "$pg/dropdb" -h 127.0.0.1 -p "$port" -U postgres app
 recover=$(seconds "$bin" recover --from-offsite --state "$work/platform.yaml" --root "$fresh")
 after=$(fingerprint 2>/dev/null || echo missing)
@@ -59,8 +60,11 @@ after=$(fingerprint 2>/dev/null || echo missing)
   echo
   echo "| measure | result |"
   echo "|---|---|"
-  printf '| first `backup run`: dump + off-site copy (repository created) | %.2f s, %s bytes added |\n' "$first" "$first_added"
-  printf '| second `backup run`, unchanged data (restic deduplication) | %.2f s, %s bytes added |\n' "$second" "$second_added"
-  printf '| repository size after both | %s bytes |\n' "$repo"
+  printf '| first `backup run`: dump + off-site copy (repository created) | %.2f s; %s bytes of new data (before restic'"'"'s compression); repository %s bytes |\n' "$first" "$first_added" "$repo1"
+  printf '| second `backup run`, unchanged data (restic deduplication) | %.2f s; %s bytes of new data; repository grew by %s bytes |\n' "$second" "$second_added" "$((repo - repo1))"
   printf '| `recover --from-offsite` into an empty root, database dropped: unpack, secrets and dumps in place, database restored | %.2f s; pgbench_accounts %s |\n' "$recover" "$same"
+  if [ "$second_added" -ge "$dump" ]; then
+    echo
+    echo 'The second copy stored the new dump as new data: two dumps of unchanged data differ only in the timestamp pg_dump writes at byte 18, but restic'"'"'s content-defined chunker finds no chunk boundary in pg_dump'"'"'s zlib output of pgbench'"'"'s repetitive rows, so the whole file is one chunk and one changed byte makes it new; restic compresses it (zstd) to the growth shown. Less repetitive data splits into chunks and deduplicates: in the test suite (`OffsiteTests`) a second copy of an unchanged database of random-looking rows added under a quarter of the first.'
+  fi
 } | tee -a BENCHMARKS.md

@@ -46,24 +46,32 @@ struct BackupScheduler: Service {
                 var state = BackupState.load(host.files)
                 // A node that never copied off-site (a new node, or one just recovered, once its
                 // databases are back) runs a backup at once: it protects itself from day one.
-                let recovering = !(RecoveryRecord.load(host.files)?.pendingDatabases.isEmpty ?? true)
+                // A recovered node's databases that wait for (or were refused) their recovered
+                // dump are not dumped: an empty or foreign database's dump must never become
+                // the newest. While any waits, nothing is dumped and only the copy runs.
+                let recovery = RecoveryRecord.load(host.files)
+                let recovering = !(recovery?.pendingDatabases.isEmpty ?? true)
+                let held = recovery?.heldDatabases ?? []
                 let neverCopied = backups.offsite != nil && OffsiteRecord.load(host.files).copy == nil && lastBackup == nil
-                // While a recovered node's databases wait for their dumps, nothing is dumped
-                // (an empty database's dump would become the newest).
-                if !recovering, neverCopied || BackupSchedule.isDue(spec.schedule, lastRun: [state.lastBackupRun, lastBackup].compactMap { $0 }.max(), now: now) {
+                if neverCopied || BackupSchedule.isDue(spec.schedule, lastRun: [state.lastBackupRun, lastBackup].compactMap { $0 }.max(), now: now) {
                     lastBackup = now
-                    logger.info("backup: starting", metadata: ["schedule": "\(spec.schedule)"])
-                    do {
-                        _ = try await backups.backup()
-                    } catch {
-                        logger.warning("backup: not run", metadata: ["reason": "\(error)"])
+                    let only = held.isEmpty ? nil : spec.databases.map(\.value).filter { !held.contains($0) }
+                    if recovering || only?.isEmpty == true {
+                        logger.info("backup: no dump while recovered databases wait for theirs", metadata: ["databases": "\(held.sorted())"])
+                    } else {
+                        logger.info("backup: starting", metadata: ["schedule": "\(spec.schedule)"])
+                        do {
+                            _ = try await backups.backup(only: only)
+                        } catch {
+                            logger.warning("backup: not run", metadata: ["reason": "\(error)"])
+                        }
                     }
                     state = BackupState.load(host.files)
                     metrics.backups(state)
                     // Every run ends off the node.
                     if let offsite = backups.offsite {
                         let record = await offsite.copy()
-                        copyAgain = record.notRun != nil
+                        copyAgain = record.notRun?.hasPrefix("Busy") == true
                         metrics.offsite(record)
                     }
                     // The conditions changed: the loop need not wait for its next timer.
@@ -94,7 +102,7 @@ struct BackupScheduler: Service {
                                  && BackupSchedule.isDue(schedule, lastRun: [record.copy?.at, lastCopy].compactMap { $0 }.max(), now: host.clock.now())) {
                     lastCopy = host.clock.now()
                     record = await offsite.copy()
-                    copyAgain = record.notRun != nil
+                    copyAgain = record.notRun?.hasPrefix("Busy") == true
                     if !copyAgain { loop.trigger() }
                 }
                 if platform.spec.backups?.postgres == nil { schedules.append(schedule) }

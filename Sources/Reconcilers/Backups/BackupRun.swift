@@ -18,8 +18,15 @@ public struct BackupRun: Sendable {
                            log: @escaping @Sendable (String) -> Void) async throws -> BackupRun {
         var run = BackupRun()
         if let backups = PostgresBackups(platform: platform, host: host, cluster: cluster, log: log) {
+            // A recovered node's databases that wait for their recovered dump are not dumped.
+            let held = RecoveryRecord.load(host.files)?.heldDatabases ?? []
+            let wanted = (only ?? backups.spec.databases.map(\.value)).filter { !held.contains($0) }
             do {
-                run.databases = try await backups.backup(only: only)
+                if !held.isEmpty, wanted.isEmpty {
+                    throw PostgresError(reason: "RecoveryPending", message: "databases \(held.sorted().joined(separator: ", ")) wait for their recovered dumps "
+                                        + "(nodeagent status: recovery); nothing is dumped until then")
+                }
+                run.databases = try await backups.backup(only: held.isEmpty ? only : wanted)
             } catch {
                 // Busy, a state file that cannot be written…: the copy still goes off the node.
                 let (reason, message) = PostgresBackups.describe(error)

@@ -15,6 +15,7 @@ public struct BackupsReconciler: Reconciler {
         var state: BackupState
         var offsite: OffsiteRecord
         var recovery: RecoveryRecord?
+        var underWay: String?
         var now: Timestamp
     }
 
@@ -38,7 +39,8 @@ public struct BackupsReconciler: Reconciler {
 
     public func observe(_ desired: Desired) async throws -> Observed {
         Observed(directoryExists: try desired.spec.map { try host.files.mode($0.directory.value) != nil } ?? true, state: BackupState.load(host.files),
-                 offsite: OffsiteRecord.load(host.files), recovery: RecoveryRecord.load(host.files), now: host.clock.now())
+                 offsite: OffsiteRecord.load(host.files), recovery: RecoveryRecord.load(host.files),
+                 underWay: RecoveryRecord.underWay(host.files), now: host.clock.now())
     }
 
     public func plan(_ desired: Desired, _ observed: Observed) throws -> [Change] {
@@ -51,19 +53,26 @@ public struct BackupsReconciler: Reconciler {
     }
 
     public func verify(_ desired: Desired) async throws -> Condition {
-        Self.condition(desired, BackupState.load(host.files), OffsiteRecord.load(host.files), RecoveryRecord.load(host.files), now: host.clock.now())
+        Self.condition(desired, BackupState.load(host.files), OffsiteRecord.load(host.files), RecoveryRecord.load(host.files), now: host.clock.now(),
+                       underWay: RecoveryRecord.underWay(host.files))
     }
 
     public func converged(_ desired: Desired, _ observed: Observed) -> Condition {
-        Self.condition(desired, observed.state, observed.offsite, observed.recovery, now: observed.now)
+        Self.condition(desired, observed.state, observed.offsite, observed.recovery, now: observed.now, underWay: observed.underWay)
     }
 
     /// The dumps' condition, then the off-site copy's: a recovery still restoring databases
     /// is Progressing; a failed, overdue or unchecked copy is Failed (Stalled when a person
     /// must change a file: a wrong key, a refused login, a host key that changed).
     public static func condition(_ desired: Desired, _ state: BackupState, _ offsite: OffsiteRecord, _ recovery: RecoveryRecord?,
-                                 now: Timestamp) -> Condition {
+                                 now: Timestamp, underWay: String? = nil) -> Condition {
         var notes: [String] = []
+        if let underWay, !underWay.isEmpty {
+            // A recovery that chose its snapshot and stopped: no copy leaves the node until it ends.
+            return Condition(.stalled, reason: "RecoveryUnfinished",
+                             message: "a recovery from off-site snapshot \(underWay.prefix(8)) stopped half-way; no copy leaves the node until it ends: "
+                                 + "run nodeagent recover --from-offsite again (it resumes from the same snapshot)")
+        }
         if let spec = desired.spec {
             let c = condition(spec, state, now: now)
             guard c.status == .ready else { return c }

@@ -428,7 +428,9 @@ public struct PostgresBackups: Sendable {
             try admin.query("CREATE DATABASE \(PostgresSession.identifier(database)) TEMPLATE template0")
         }
         try await withPassfile(target) { env in
-            try await run(Command(tools.pgRestore, ["--exit-on-error", "--no-password", "--dbname=\(Self.conninfo(target, database: database))",
+            // One transaction: a restore that fails half-way leaves no table behind (a retry
+            // then finds the database empty, not someone else's data).
+            try await run(Command(tools.pgRestore, ["--exit-on-error", "--single-transaction", "--no-password", "--dbname=\(Self.conninfo(target, database: database))",
                                                     hostPath(entry.path)],
                                   environment: env, timeout: .seconds(6 * 3600)), reason: "RestoreFailed", what: "pg_restore into \(database)")
         }

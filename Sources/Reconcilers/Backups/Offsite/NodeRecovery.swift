@@ -47,8 +47,12 @@ public struct NodeRecovery: Sendable {
         let snapshot: Restic.Snapshot
         do {
             // The snapshot a stopped recovery had chosen, else the newest that holds secrets.
-            snapshot = try await offsite.pick(named ?? resuming, matching: { $0.tags.contains("holds:secrets") }, what: "the node's secrets")
+            snapshot = try await offsite.pick(named ?? resuming, matching: Self.holdsIdentity, what: "the node's secrets or state")
         } catch let e as OffsiteError where named == nil && resuming == nil && e.reason == "NoSnapshot" {
+            if let any = try await offsite.list().last {
+                throw OffsiteError("NotInSnapshot", "the repository holds snapshots of node \(offsite.node) (the newest \(any.shortID)), but none with its "
+                                   + "secrets or state: not taken for a first life; pick one with nodeagent recover --from-offsite --snapshot ID", needsHuman: true)
+            }
             let record = RecoveryRecord(at: started, outcome: .nothing, snapshot: nil,
                                         steps: ["nothing to recover: \(e.message) — this is the node's first life"])
             progress(record.steps[0])
@@ -131,6 +135,11 @@ public struct NodeRecovery: Sendable {
         }
     }
 
+    /// A snapshot a node can come back from: it holds the secrets, or at least its state.
+    static func holdsIdentity(_ s: Restic.Snapshot) -> Bool {
+        s.tags.contains("holds:secrets") || s.tags.contains("holds:secretFiles") || s.tags.contains("holds:state")
+    }
+
     func parent(_ path: String) -> String {
         let p = String(path[..<path.lastIndex(of: "/")!])
         return p.isEmpty ? "/" : p
@@ -178,6 +187,9 @@ extension PostgresBackups {
             do {
                 let lock = try BackupLock(files: host.files)
                 defer { lock.release() }
+                // Read again under the lock: a restore by hand may have settled it meanwhile.
+                if let now = RecoveryRecord.load(host.files) { record = now }
+                guard record.pendingDatabases.contains(database) else { continue }
                 let file = record.pendingDumps[database]
                 guard let dump = try store.list(database).first(where: { file == nil || $0.manifest.file == file }) else {
                     throw PostgresError(reason: "NoBackup", message: "\(database): the recovered dump \(file ?? "") is not in \(spec.directory)")
@@ -190,8 +202,8 @@ extension PostgresBackups {
                 if let tables, tables > 0 {
                     // Not nodeagent's to overwrite: a person decides (the condition is Stalled).
                     record.unrestoredDatabases.append(database)
-                    record.databaseMessage = "\(database) already holds \(tables) tables: not restored; restore it by hand "
-                        + "(nodeagent backup restore --from \(dump.path) --to \(database) --force) or keep it"
+                    record.databaseMessage = "\(database) already holds \(tables) tables: not restored; nothing dumps it meanwhile; restore it by hand "
+                        + "(nodeagent backup restore --from offsite:\(database)@\(record.snapshot ?? "SNAPSHOT") --to \(database) --force)"
                     log("recovery: \(record.databaseMessage!)")
                 } else {
                     // An empty database the chart made keeps its owner: restored into, not replaced.
@@ -201,6 +213,7 @@ extension PostgresBackups {
                 }
                 record.pendingDatabases.removeAll { $0 == database }
                 if record.pendingDatabases.isEmpty, record.unrestoredDatabases.isEmpty { record.databaseMessage = nil }
+                try? record.save(host.files)
             } catch {
                 let (reason, message) = Self.describe(error)
                 record.databaseMessage = "\(database): \(reason): \(message)"

@@ -117,6 +117,9 @@ public struct RecoveryRecord: Sendable, Equatable {
     /// Databases that already held tables: left as they were, until a person restores them
     /// (`nodeagent backup restore … --to DB --force` clears the entry).
     public var unrestoredDatabases: [String] = []
+
+    /// The databases no dump may touch while recovered data waits for them.
+    public var heldDatabases: Set<String> { Set(pendingDatabases + unrestoredDatabases) }
     /// The last reason a pending database was not restored (yet).
     public var databaseMessage: String?
 
@@ -146,7 +149,7 @@ public struct RecoveryRecord: Sendable, Equatable {
 
     /// A recovery was started and not finished: the snapshot it chose ("" before it chose).
     public static func underWay(_ files: any FileSystem) -> String? {
-        guard load(files) == nil, let bytes = try? files.read(underWayPath) else { return nil }
+        guard let bytes = try? files.read(underWayPath) else { return nil }
         return String(decoding: bytes, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
     }
 

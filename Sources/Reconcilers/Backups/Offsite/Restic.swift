@@ -174,8 +174,11 @@ public struct Restic: Sendable {
         if lower.contains("permission denied (publickey") || lower.contains("permission denied, please try again") {
             return e("LoginRefused", "the server refused sshKeyFile's key", human: true)
         }
-        if lower.contains("is there a repository at the following location") || lower.contains("repository does not exist")
-            || (lower.contains("config") && lower.contains("no such file or directory")) {
+        // restic 0.14 adds "Is there a repository…" to any failure to read the config: only a
+        // config that does not exist means no repository.
+        let missing = lower.contains("no such file or directory") || lower.contains("does not exist") || lower.contains("nosuchkey")
+            || lower.contains("not found")
+        if lower.contains("repository does not exist") || (lower.contains("is there a repository at the following location") && missing) {
             return e("NoRepository", "there is no restic repository there (yet)")
         }
         if lower.contains("no space left") || lower.contains("quota exceeded") || lower.contains("quotaexceeded") || lower.contains("disk quota") {
