@@ -110,7 +110,7 @@ public struct BackupsReconciler: Reconciler {
     }
 
     /// Off-site failures that waiting cannot mend.
-    static let stalledReasons: Set<String> = ["WrongPassword", "HostKeyMismatch", "LoginRefused", "EnvironmentFileInvalid", "NodeHasState"]
+    static let stalledReasons: Set<String> = ["WrongPassword", "HostKeyMismatch", "LoginRefused", "EnvironmentFileInvalid", "NodeHasState", "NoRepository"]
 
     /// Failed when a database's last backup failed, when a scheduled run was missed by more
     /// than one period, or when the last drill failed; Progressing before the first backup.
