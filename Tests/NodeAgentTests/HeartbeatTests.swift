@@ -68,13 +68,9 @@ struct HeartbeatTests {
         func stop() { DetachedProcess.stop(pid) }
     }
 
-    @Test func pingsOnTheClockSignalsFailureAndRetriesWithoutShowingTheURL() async throws {
-        let root = Fixtures.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let receiver = try await Receiver.start(in: root)
-        defer { receiver.stop() }
-        let token = "hc-\(UInt64.random(in: 1...UInt64.max))"
-        let url = "http://127.0.0.1:\(receiver.port)/ping/\(token)"
+    /// A root whose desired state pings `url` every 5 minutes (and declares `os`, which the
+    /// tests' stand-in reconcilers play): its file system and state file.
+    static func node(_ root: String, url: String) throws -> (RootedFileSystem, String) {
         let fs = RootedFileSystem(root: root)
         try fs.write("/etc/nodeagent/secrets/heartbeat-url", Array("\(url)\n".utf8), mode: 0o600)
         let state = root + "/platform.yaml"
@@ -87,6 +83,17 @@ struct HeartbeatTests {
               heartbeat: {urlFile: /etc/nodeagent/secrets/heartbeat-url, interval: 5m}
 
             """.write(toFile: state, atomically: true, encoding: .utf8)
+        return (fs, state)
+    }
+
+    @Test func pingsOnTheClockSignalsFailureAndRetriesWithoutShowingTheURL() async throws {
+        let root = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let receiver = try await Receiver.start(in: root)
+        defer { receiver.stop() }
+        let token = "hc-\(UInt64.random(in: 1...UInt64.max))"
+        let url = "http://127.0.0.1:\(receiver.port)/ping/\(token)"
+        let (fs, state) = try Self.node(root, url: url)
         let clock = ManualWallClock(now: Timestamp(millisecondsSinceEpoch: 1_000_000_000))
         let commands = SecurityTests.RecordingRunner()
         let host = Host(files: fs, commands: commands, services: SystemdServiceManager(commands: commands, root: root), clock: clock)
@@ -197,18 +204,7 @@ struct HeartbeatTests {
         defer { try? FileManager.default.removeItem(atPath: root) }
         let receiver = try await Receiver.start(in: root)
         defer { receiver.stop() }
-        let fs = RootedFileSystem(root: root)
-        try fs.write("/etc/nodeagent/secrets/heartbeat-url", Array("http://127.0.0.1:\(receiver.port)/ping/hung\n".utf8), mode: 0o600)
-        let state = root + "/platform.yaml"
-        try """
-            apiVersion: nodeagent/v1
-            kind: Platform
-            metadata: {name: vps-1}
-            spec:
-              os: {}
-              heartbeat: {urlFile: /etc/nodeagent/secrets/heartbeat-url, interval: 5m}
-
-            """.write(toFile: state, atomically: true, encoding: .utf8)
+        let (fs, state) = try Self.node(root, url: "http://127.0.0.1:\(receiver.port)/ping/hung")
         let clock = ManualWallClock(now: Timestamp(millisecondsSinceEpoch: 1_000_000_000))
         let host = Host(files: fs, commands: SystemCommandRunner(), services: SystemdServiceManager(root: root), clock: clock)
         let gate = Nudge()

@@ -178,9 +178,10 @@ final class ReconcileLoop: Service, Sendable {
         } else {
             await status.providerSnapshot(nil)
         }
-        await status.offsite(platform.spec.backups?.offsite.map { (OffsiteRecord.load(host.files), $0.repository) },
-                             recovery: RecoveryRecord.load(host.files))
-        if platform.spec.backups?.offsite != nil { metrics.offsite(OffsiteRecord.load(host.files)) }
+        // The off-site record as the last copy, check or prune left it (read once).
+        let offsiteRecord = platform.spec.backups?.offsite.map { (OffsiteRecord.load(host.files), $0.repository) }
+        await status.offsite(offsiteRecord, recovery: RecoveryRecord.load(host.files))
+        if let (record, _) = offsiteRecord { metrics.offsite(record) }
         passStarted.withLock { $0 = nil }
         afterPassHook.withLock { $0 }?()
         logger.info("pass", metadata: ["converged": "\(converged)", "revision": "\(revision?.commit.prefix(12) ?? "last applied")"])

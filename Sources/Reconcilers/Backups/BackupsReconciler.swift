@@ -93,7 +93,7 @@ public struct BackupsReconciler: Reconciler {
             }
             if !copy.ok {
                 let good = copy.lastSuccess.map { "; last good copy at \($0.rfc3339)" } ?? "; no good copy yet"
-                return Condition(stalledReasons.contains(copy.reason) || copy.reason.hasPrefix("SecretFile") ? .stalled : .failed,
+                return Condition(copy.needsHuman ? .stalled : .failed,
                                  reason: "Offsite\(copy.reason)", message: "off-site copy: \(copy.message)\(good)")
             }
             let schedule = desired.spec?.schedule ?? spec.schedule ?? OffsiteSpec.defaultSchedule
@@ -109,8 +109,6 @@ public struct BackupsReconciler: Reconciler {
         return .ready(notes.joined(separator: "; "))
     }
 
-    /// Off-site failures that waiting cannot mend.
-    static let stalledReasons: Set<String> = ["WrongPassword", "HostKeyMismatch", "LoginRefused", "EnvironmentFileInvalid", "NodeHasState", "NoRepository"]
 
     /// Failed when a database's last backup failed, when a scheduled run was missed by more
     /// than one period, or when the last drill failed; Progressing before the first backup.

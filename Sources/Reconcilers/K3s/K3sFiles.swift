@@ -11,6 +11,16 @@ enum K3sFiles {
     static let record = stateDirectory + "/state.json"
     /// The binary, config and unit as they were before the last change: what a rollback restores.
     static let previous = stateDirectory + "/previous"
+    /// K3s's embedded SQLite datastore and server token (docs.k3s.io/datastore/backup-restore:
+    /// "take a copy of /var/lib/rancher/k3s/server/db/" and the token, without which the
+    /// datastore's encrypted bootstrap data cannot be read); an etcd node has `db/etcd`.
+    static let datastore = "/var/lib/rancher/k3s/server/db/state.db"
+    static let etcd = "/var/lib/rancher/k3s/server/db/etcd"
+    static let token = "/var/lib/rancher/k3s/server/token"
+    /// The agent's node password: the datastore holds its hash (the `NODE.node-password.k3s`
+    /// Secret), and K3s refuses the node with another one (docs.k3s.io/architecture, "node
+    /// password"; the docs site is not versioned: read there for the current lines, v1.31 too).
+    static let nodePassword = "/etc/rancher/node/password"
 
     /// `/etc/rancher/k3s/config.yaml`: K3s reads its flags from it (keys are flag names).
     static func config(_ spec: K3sSpec, nodeName: String) -> [UInt8] {

@@ -18,7 +18,7 @@ public struct NodeRecovery: Sendable {
     /// What says this node already has a life of its own: an applied revision, a K3s
     /// datastore, a WireGuard key.
     public func existingState() -> [String] {
-        var paths = ["\(OffsiteBackups.appliedDirectory)/commit", OffsiteBackups.k3sDatabase]
+        var paths = ["\(OffsiteBackups.appliedDirectory)/commit", K3sFiles.datastore]
         paths.append(offsite.platform.spec.wireguard?.privateKeyFile.value ?? "\(OffsiteBackups.secretsDirectory)/wg0.key")
         return paths.filter(offsite.exists)
     }
@@ -40,7 +40,7 @@ public struct NodeRecovery: Sendable {
             throw OffsiteError("NodeHasState", "this node already has state (\(existing.joined(separator: ", "))): not overwritten; pass --force to replace it",
                                needsHuman: true)
         }
-        if force, offsite.exists(OffsiteBackups.k3sDatabase), (try? await host.services.isActive("k3s")) == true {
+        if force, offsite.exists(K3sFiles.datastore), (try? await host.services.isActive(K3sFiles.unitName)) == true {
             throw OffsiteError("K3sRunning", "k3s.service is running: its datastore is not replaced under it (systemctl stop nodeagent k3s first)", needsHuman: true)
         }
         let started = host.clock.now()
@@ -89,14 +89,14 @@ public struct NodeRecovery: Sendable {
                 try host.files.copy(from, to: path, mode: 0o600)
                 did("secret file: \(path)")
             case "k3s" where path.hasSuffix("/k3s-state.db"):
-                try host.files.makeDirectory(parent(OffsiteBackups.k3sDatabase), mode: 0o700)
-                for suffix in ["-wal", "-shm"] { try host.files.remove(OffsiteBackups.k3sDatabase + suffix) }
-                try host.files.copy(from, to: OffsiteBackups.k3sDatabase, mode: 0o600)
-                did("k3s: datastore into \(OffsiteBackups.k3sDatabase)")
+                try host.files.makeDirectory(parent(K3sFiles.datastore), mode: 0o700)
+                for suffix in ["-wal", "-shm"] { try host.files.remove(K3sFiles.datastore + suffix) }
+                try host.files.copy(from, to: K3sFiles.datastore, mode: 0o600)
+                did("k3s: datastore into \(K3sFiles.datastore)")
             case "k3s":
                 try host.files.makeDirectory(parent(path), mode: 0o700)
                 try host.files.copy(from, to: path, mode: 0o600)
-                did("k3s: \(path == OffsiteBackups.k3sToken ? "server token" : "node password") into \(path)")
+                did("k3s: \(path == K3sFiles.token ? "server token" : "node password") into \(path)")
             case "state":
                 let n = try copyTree(from, to: path, fileMode: 0o600, directoryMode: 0o700)
                 did("state: \(path == OffsiteBackups.appliedDirectory ? "the applied revision" : "the backups' record") (\(n) files) into \(path)")

@@ -19,15 +19,6 @@ public struct OffsiteBackups: Sendable {
     /// Where restores unpack a snapshot before anything is put in place.
     static let unpack = "/var/lib/nodeagent/offsite/restore"
     static let contentsName = "contents.json"
-    /// K3s's embedded SQLite datastore and server token (docs.k3s.io/datastore/backup-restore:
-    /// "take a copy of /var/lib/rancher/k3s/server/db/" and the token, without which the
-    /// datastore's encrypted bootstrap data cannot be read).
-    static let k3sDatabase = "/var/lib/rancher/k3s/server/db/state.db"
-    static let k3sEtcd = "/var/lib/rancher/k3s/server/db/etcd"
-    static let k3sToken = "/var/lib/rancher/k3s/server/token"
-    /// The agent's node password: the restored datastore holds its hash (the
-    /// `NODE.node-password.k3s` Secret), and K3s refuses the node with another one.
-    static let k3sNodePassword = "/etc/rancher/node/password"
     static let secretsDirectory = "/etc/nodeagent/secrets"
     static let appliedDirectory = "/var/lib/nodeagent/applied"
 
@@ -125,7 +116,8 @@ public struct OffsiteBackups: Sendable {
             let e = Self.offsiteError(error)
             log("off-site copy failed (\(e.reason)): \(e.message)")
             var record = OffsiteRecord.load(host.files)
-            record.copy = OffsiteRecord.Step(at: started, ok: false, reason: e.reason, message: e.message, lastSuccess: record.copy?.lastSuccess)
+            record.copy = OffsiteRecord.Step(at: started, ok: false, reason: e.reason, message: e.message, lastSuccess: record.copy?.lastSuccess,
+                                             needsHuman: e.needsHuman)
             try? record.save(host.files)
             return record
         }
@@ -172,20 +164,20 @@ public struct OffsiteBackups: Sendable {
             skipped.append("postgres: the desired state declares no backups.postgres")
         }
         // K3s's datastore, taken consistently, and its token.
-        if exists(Self.k3sDatabase) {
+        if exists(K3sFiles.datastore) {
             do {
                 try await snapshotDatastore(into: "\(Self.stage)/k3s-state.db")
                 items.append(("k3s", "\(Self.stage)/k3s-state.db"))
-                if exists(Self.k3sToken) { items.append(("k3s", Self.k3sToken)) } else { skipped.append("k3s: no server token at \(Self.k3sToken)") }
-                if exists(Self.k3sNodePassword) { items.append(("k3s", Self.k3sNodePassword)) }
+                if exists(K3sFiles.token) { items.append(("k3s", K3sFiles.token)) } else { skipped.append("k3s: no server token at \(K3sFiles.token)") }
+                if exists(K3sFiles.nodePassword) { items.append(("k3s", K3sFiles.nodePassword)) }
             } catch let error as OffsiteError {
                 // The dumps and the secrets still leave the node; the record says what did not.
                 skipped.append("k3s: FAILED (\(error.reason)): \(error.message)")
             }
-        } else if exists(Self.k3sEtcd) {
+        } else if exists(K3sFiles.etcd) {
             skipped.append("k3s: an embedded etcd datastore is not copied (only SQLite's state.db); use k3s etcd-snapshot")
         } else {
-            skipped.append("k3s: no K3s datastore on this node (\(Self.k3sDatabase))")
+            skipped.append("k3s: no K3s datastore on this node (\(K3sFiles.datastore))")
         }
         // nodeagent's own state: the applied revision.
         if exists("\(Self.appliedDirectory)/commit") {
@@ -248,7 +240,7 @@ public struct OffsiteBackups: Sendable {
     func snapshotDatastore(into path: String) async throws {
         let copy = host.files.hostPath(path)
         do {
-            try await host.commands.check(Command("sqlite3", ["-readonly", "-cmd", ".timeout 30000", host.files.hostPath(Self.k3sDatabase),
+            try await host.commands.check(Command("sqlite3", ["-readonly", "-cmd", ".timeout 30000", host.files.hostPath(K3sFiles.datastore),
                                                               "VACUUM INTO '\(copy)'"], timeout: .seconds(1800)))
             let check = try await host.commands.check(Command("sqlite3", ["file:\(copy)?immutable=1", "PRAGMA integrity_check;"], timeout: .seconds(1800)))
             guard check.stdout.split(whereSeparator: \.isNewline).first == "ok" else {
@@ -256,7 +248,7 @@ public struct OffsiteBackups: Sendable {
             }
             try host.files.restrict(path, to: 0o600)
         } catch let error as CommandError {
-            throw OffsiteError("DatastoreCopyFailed", "copying K3s's datastore (sqlite3 VACUUM INTO from \(Self.k3sDatabase)): \(error)")
+            throw OffsiteError("DatastoreCopyFailed", "copying K3s's datastore (sqlite3 VACUUM INTO from \(K3sFiles.datastore)): \(error)")
         }
     }
 
@@ -332,7 +324,8 @@ public struct OffsiteBackups: Sendable {
                 r.notRun = "Busy: \(e.message)"
                 return r
             }
-            step = OffsiteRecord.Step(at: started, ok: false, reason: e.reason, message: e.message, lastSuccess: previous(OffsiteRecord.load(host.files))?.lastSuccess)
+            step = OffsiteRecord.Step(at: started, ok: false, reason: e.reason, message: e.message,
+                                      lastSuccess: previous(OffsiteRecord.load(host.files))?.lastSuccess, needsHuman: e.needsHuman)
         }
         log("off-site: \(what): \(step.ok ? "ok" : "FAILED (\(step.reason))"): \(step.message)")
         var r = OffsiteRecord.load(host.files)

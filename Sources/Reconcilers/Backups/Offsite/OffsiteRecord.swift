@@ -9,20 +9,23 @@ public struct OffsiteRecord: Sendable, Equatable {
         public var reason: String
         public var message: String
         public var lastSuccess: Timestamp?
+        /// The failure is one retrying cannot mend (a wrong key, a changed host key, a missing
+        /// secret file): the condition is Stalled.
+        public var needsHuman: Bool
 
-        public init(at: Timestamp, ok: Bool, reason: String, message: String, lastSuccess: Timestamp?) {
-            (self.at, self.ok, self.reason, self.message, self.lastSuccess) = (at, ok, reason, message, lastSuccess)
+        public init(at: Timestamp, ok: Bool, reason: String, message: String, lastSuccess: Timestamp?, needsHuman: Bool = false) {
+            (self.at, self.ok, self.reason, self.message, self.lastSuccess, self.needsHuman) = (at, ok, reason, message, lastSuccess, needsHuman)
         }
 
         var json: JSONValue {
             .object(["at": .string(at.rfc3339), "ok": .bool(ok), "reason": .string(reason), "message": .string(message),
-                     "lastSuccess": lastSuccess.map { .string($0.rfc3339) } ?? .null])
+                     "lastSuccess": lastSuccess.map { .string($0.rfc3339) } ?? .null, "needsHuman": .bool(needsHuman)])
         }
 
         init?(_ j: JSONValue?) {
             guard let j, let at = j["at"]?.string.flatMap(Timestamp.init(rfc3339:)) else { return nil }
             self.init(at: at, ok: j["ok"] == .bool(true), reason: j["reason"]?.string ?? "", message: j["message"]?.string ?? "",
-                      lastSuccess: j["lastSuccess"]?.string.flatMap(Timestamp.init(rfc3339:)))
+                      lastSuccess: j["lastSuccess"]?.string.flatMap(Timestamp.init(rfc3339:)), needsHuman: j["needsHuman"] == .bool(true))
         }
     }
 
@@ -68,13 +71,6 @@ public struct OffsiteRecord: Sendable, Equatable {
             "check": check?.json ?? .null, "prune": prune?.json ?? .null,
         ])
         try files.write(Self.path, Array((json.jsonText + "\n").utf8), mode: 0o600)
-    }
-
-    /// Updates the record on disk under the backup lock's protection (the caller holds it).
-    static func update(_ files: any FileSystem, _ body: (inout OffsiteRecord) -> Void) {
-        var r = load(files)
-        body(&r)
-        try? r.save(files)
     }
 
     /// `/status`'s `offsite` object (ages against `now`).
